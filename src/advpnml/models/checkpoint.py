@@ -1,0 +1,111 @@
+"""Checkpoints: a state dict plus the metadata that rebuilds and describes the model.
+
+Files are read with ``torch.load(..., weights_only=True)``: tensors and plain containers only,
+never arbitrary pickled code. A checkpoint saved on a GPU loads on a CPU-only machine.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from .registry import create_model
+
+FORMAT = "advpnml-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the architecture."""
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    dataset: str | None = None,
+    classes: list[str] | None = None,
+    training: str | None = None,
+    eps: float | None = None,
+    extra: Mapping[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and metadata to ``path`` (atomically: a crash never leaves half a file).
+
+    ``model`` must come from :func:`create_model` (it carries ``advpnml_spec``). ``state`` holds
+    further resumable state (optimizer, scheduler, epoch) saved beside the weights.
+    """
+    spec = getattr(model, "advpnml_spec", None)
+    if spec is None:
+        raise CheckpointError("save_checkpoint needs a model built by advpnml.create_model (it records the architecture)")
+    normalize = getattr(model, "normalize", None)
+    meta = {
+        "format": FORMAT,
+        "arch": spec["arch"],
+        "kwargs": spec["kwargs"],
+        "dataset": dataset,
+        "classes": list(classes) if classes is not None else None,
+        "normalization": {
+            "mean": list(normalize.mean_values) if normalize is not None and normalize.mean_values else None,
+            "std": list(normalize.std_values) if normalize is not None and normalize.std_values else None,
+        },
+        "training": training,
+        "eps": eps,
+        "extra": dict(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "state_dict": model.state_dict(), **dict(state or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint file's contents onto the CPU, safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True: {first_line}") from None
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved at ``path``; returns ``(model in eval mode, metadata)``."""
+    payload = read_checkpoint(path)
+    meta = payload.get("meta") if isinstance(payload, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an advpnml checkpoint (no '{FORMAT}' metadata); "
+            "for a plain state dict use advpnml.models.load_external(path, arch)"
+        )
+    model = create_model(meta["arch"], **meta["kwargs"])
+    load_weights(model, payload["state_dict"], source=str(path), arch=meta["arch"])
+    return model.to(device).eval(), meta
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable line when the file does not fit the architecture."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"checkpoint {source} does not fit architecture {arch!r}: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny seeded models, the embedded MNIST subset, and the optional shared data folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import advpnml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ADVPNML_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+class CallCounter(nn.Module):
+    """Wraps a model and records the batch size of every call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        return self.model(x)
+
+
+@pytest.fixture
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return advpnml.create_model("madry_cnn", width=0.125).eval()
+
+
+@pytest.fixture
+def tiny_mlp() -> nn.Module:
+    """A 4-class MLP on 6-D inputs in [0, 1], float64 so batched and looped computations agree to 1e-12."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).double().eval()
+
+
+@pytest.fixture(scope="session")
+def mnist5k_test():
+    return advpnml.load_dataset("mnist5k", "test")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not present at {SHARED_DATA}")
+    return SHARED_DATA

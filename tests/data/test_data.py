@@ -1,0 +1,88 @@
+"""Dataset loaders: the embedded MNIST subset, toy 2-D data, IDX / CIFAR pickle readers, clear errors."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from advpnml.data import DataFileError, load_dataset
+
+
+def test_mnist5k_is_a_fixed_balanced_partition():
+    train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
+    assert (len(train), len(test)) == (4000, 1000)
+    assert train.x.shape[1:] == (1, 28, 28) and train.x.dtype == torch.float32
+    assert 0.0 <= float(train.x.min()) and float(train.x.max()) == 1.0
+    assert torch.bincount(test.y).tolist() == [100] * 10
+    assert len(set(test.y[:50].tolist())) >= 8, "splits are shuffled so a prefix mixes classes"
+    train_rows = {bytes(row) for row in (train.x.view(4000, -1) * 255).round().byte().numpy()}
+    assert not any(bytes(row) in train_rows for row in (test.x.view(1000, -1) * 255).round().byte().numpy()[:200])
+    again = load_dataset("mnist5k", "test", n=10)
+    torch.testing.assert_close(again.x, test.x[:10])
+
+
+def test_toy2d_follows_the_paper():
+    data = load_dataset("toy2d", "train")
+    radius = data.x.norm(dim=1)
+    assert radius[data.y == 0].mean() < 0.2
+    assert radius[data.y == 1].mean() == pytest.approx(2.0, abs=0.05)
+    assert data.info.bounds is None
+    assert not torch.equal(load_dataset("toy2d", "test").x, data.x)
+
+
+def _write_idx(path, array):
+    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_files_in_torchvision_layout(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28))
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([3, 1, 4, 1, 5]))
+    data = load_dataset("mnist", "test", data_dir=tmp_path)
+    assert data.x.shape == (5, 1, 28, 28) and data.y.tolist() == [3, 1, 4, 1, 5]
+    torch.testing.assert_close(data.x[2, 0], torch.from_numpy(images[2]).float() / 255)
+
+
+def test_cifar10_pickles(tmp_path):
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    data = np.random.default_rng(0).integers(0, 256, size=(4, 3072), dtype=np.uint8)
+    with open(batches / "test_batch", "wb") as f:
+        pickle.dump({"data": data, "labels": [0, 9, 2, 3]}, f)
+    ds = load_dataset("cifar10", "test", data_dir=tmp_path)
+    assert ds.x.shape == (4, 3, 32, 32) and ds.y.tolist() == [0, 9, 2, 3]
+    torch.testing.assert_close(ds.x[1, 2, 0, :4], torch.from_numpy(data[1, 2048:2052]).float() / 255)
+
+
+def test_missing_files_name_the_expected_path(tmp_path):
+    with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte.gz not found under"):
+        load_dataset("mnist", "test", data_dir=tmp_path)
+    with pytest.raises(DataFileError, match=r"cifar-10-batches-py/test_batch"):
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+    with pytest.raises(DataFileError, match="needs --data-dir"):
+        load_dataset("cifar10", "test")
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        load_dataset("svhn")
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        load_dataset("mnist5k", "valid")
+
+
+def test_shared_full_mnist_and_cifar10(shared_data):
+    if not (shared_data / "mnist").is_dir():
+        pytest.skip("no full MNIST in the shared folder")
+    mnist = load_dataset("mnist", "test", data_dir=shared_data / "mnist")
+    assert len(mnist) == 10000 and torch.bincount(mnist.y).sum() == 10000
+    assert mnist.x.mean().item() == pytest.approx(0.1325, abs=0.002)
+    cifar = load_dataset("cifar10", "test", data_dir=shared_data / "cifar10")
+    assert len(cifar) == 10000 and torch.bincount(cifar.y).tolist() == [1000] * 10
