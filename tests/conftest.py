@@ -50,3 +50,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def standard_model() -> nn.Module:
+    """A small Madry CNN trained normally for 2 epochs on the embedded MNIST subset (~90% clean, seconds on CPU)."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    data = advpnml.load_dataset("mnist5k", "train")
+    model = advpnml.create_model("madry_cnn", width=0.25)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(2):
+        order = torch.randperm(len(data), generator=gen)
+        for i in range(0, len(data), 50):
+            b = order[i : i + 50]
+            loss = F.cross_entropy(model(data.x[b]), data.y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()

@@ -1,0 +1,31 @@
+"""Attacks, each called as ``attack(model, x, y) -> x_adv`` on inputs in [0, 1].
+
+Running any of them on :class:`advpnml.AdversarialPnml` attacks the defense end to end
+(the paper's adaptive attack: identity backward through the refinement).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Attack, eval_mode, project
+from .fgsm import FGSM
+from .hsja import HopSkipJump
+from .losses import LOSSES, attack_objective, cross_entropy, margin
+from .pgd import PGD
+from .transfer import Transfer
+
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "hsja": HopSkipJump}
+
+
+def create_attack(name: str, **params: Any) -> Attack:
+    """Build attack ``name`` (a key of :data:`ATTACKS`) from keyword parameters, e.g. from a config file."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; expected one of: {', '.join(ATTACKS)}")
+    try:
+        return ATTACKS[name](**params)
+    except TypeError as err:
+        raise ValueError(f"bad parameters for attack {name!r}: {err}") from None
+
+
+__all__ = ["ATTACKS", "Attack", "FGSM", "HopSkipJump", "LOSSES", "PGD", "Transfer", "attack_objective", "create_attack",
+           "cross_entropy", "eval_mode", "margin", "project"]

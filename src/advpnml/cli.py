@@ -1,0 +1,201 @@
+"""``advpnml``: a thin command line over the library (every command is a few lines of Python too)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import apply_overrides, attack_specs, list_configs, load_config
+from .data import DATASETS, DataFileError, load_dataset
+from .defense import AdversarialPnml
+from .evaluation import EvalSettings, evaluate, resolve_device
+from .models import CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external
+from .reporting import markdown_table, write_report
+from .training import TrainConfig, train
+
+
+def _add_data_args(p: argparse.ArgumentParser, default_split: str = "test") -> None:
+    p.add_argument("--data", "--dataset", dest="dataset", default=None, choices=DATASETS, help="dataset (default: the config's)")
+    p.add_argument("--split", default=default_split, help="dataset split (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files (mnist, cifar10, imagenet)")
+    p.add_argument("--download", action="store_true", help="download missing dataset files (needs a network)")
+    p.add_argument("--n", type=int, default=None, help="use the first N samples")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: %(default)s)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="an advpnml checkpoint, or an external state dict with --source")
+    p.add_argument("--source", default=None, help=f"read --checkpoint as an external file: {', '.join(EXTERNAL_SOURCES)} or an architecture")
+
+
+def _load_model(args: argparse.Namespace):
+    if args.source:
+        return load_external(args.checkpoint, args.source), {"arch": args.source, "source": args.checkpoint}
+    return load_checkpoint(args.checkpoint)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(f"advpnml {__version__}  torch {torch.__version__}  python {sys.version.split()[0]}")
+    print(f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}, "
+          f"{torch.get_num_threads()} CPU threads")
+    print(f"architectures: {', '.join(list_models())}")
+    print(f"external checkpoint sources: {', '.join(EXTERNAL_SOURCES)}")
+    print(f"configs: {', '.join(list_configs())}")
+    print("datasets:")
+    for name in DATASETS:
+        try:
+            n = len(load_dataset(name, "val" if name == "imagenet" else "test", data_dir=args.data_dir))
+            status = f"found ({n} test samples)"
+        except (DataFileError, ImportError, ValueError) as err:
+            status = f"not available: {str(err).splitlines()[0]}"
+        print(f"  {name:<9} {status}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    device = resolve_device(args.device)
+    model, meta = _load_model(args)
+    model.to(device).eval()
+    dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist5k", args.split, args.data_dir, args.download, args.n)
+    defense = AdversarialPnml(model, args.lam, args.refine_steps, top_k=args.top_k, bounds=dataset.info.bounds).eval()
+    correct = {"base": 0, "defense": 0}
+    seen = 0
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size)
+    start = time.perf_counter()
+    with tqdm(total=len(dataset), desc="predict", unit="img") as bar:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad():
+                correct["base"] += int((model(x).argmax(1) == y).sum())
+                correct["defense"] += int((defense(x).argmax(1) == y).sum())
+            seen += len(y)
+            bar.update(len(y))
+            bar.set_postfix(base=f"{correct['base'] / seen:.3f}", defense=f"{correct['defense'] / seen:.3f}")
+    print(f"{dataset.info.name} {args.split}, {seen} samples, lambda={args.lam:g}, {time.perf_counter() - start:.1f} s")
+    print(f"  base model accuracy:       {100 * correct['base'] / seen:.2f}%")
+    print(f"  Adversarial pNML accuracy: {100 * correct['defense'] / seen:.2f}%")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = apply_overrides(load_config(args.config), args.set or [])
+    overrides = {"method": args.method, "epochs": args.epochs, "seed": args.seed}
+    train_config = TrainConfig.from_config(config, **overrides)
+    name = args.dataset or config.get("dataset", "mnist5k")
+    train_set = load_dataset(name, "train", args.data_dir, args.download, args.n)
+    val_set = load_dataset(name, "test", args.data_dir, args.download, args.val_n)
+    out = Path(args.out or f"runs/train-{name}-{train_config.method}")
+    print(f"training {train_config.arch} with {train_config.method} on {name} ({len(train_set)} samples) -> {out}")
+    start = time.perf_counter()
+    train(train_config, train_set, out, val_set, resolve_device(args.device), args.resume, dataset_name=name)
+    print(f"done in {time.perf_counter() - start:.0f} s: {out / 'model.pt'}, {out / 'metrics.csv'}, {out / 'metrics.png'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    config = apply_overrides(load_config(args.config), args.set or [])
+    evaluation = config.get("evaluation", {})
+    model, meta = _load_model(args)
+    name = args.dataset or config.get("dataset") or meta.get("dataset")
+    n = args.n if args.n is not None else evaluation.get("n")
+    dataset = load_dataset(name, args.split, args.data_dir, args.download, n)
+    lam = None if args.no_defense else (args.lam if args.lam is not None else config.get("defense", {}).get("refine_eps"))
+    settings = EvalSettings(
+        dataset=name, split=args.split, n=len(dataset), eps=args.eps if args.eps is not None else evaluation["eps"],
+        refine_eps=lam, attacks=attack_specs(config, args.attacks.split(",") if args.attacks else None),
+        refine_steps=config.get("defense", {}).get("refine_steps", 1), top_k=config.get("defense", {}).get("top_k"),
+        batch_size=args.batch_size or evaluation.get("batch_size", 100), seed=args.seed, model=str(args.checkpoint),
+    )
+    out = Path(args.out or f"runs/eval-{name}")
+    print(f"evaluating {args.checkpoint} on {name} {args.split} ({len(dataset)} samples), eps={settings.eps:g}, lambda={lam} -> {out}")
+    for spec in settings.attacks:
+        print(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
+    result = evaluate(model, dataset, settings, out, resolve_device(args.device), resume=not args.overwrite)
+    paths = write_report(result, out, paper=config.get("paper") if args.dataset in (None, config.get("dataset")) else None)
+    print()
+    print(markdown_table(result, config.get("paper")))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), device=resolve_device(args.device), retrain=args.retrain, n=args.n)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advpnml", description="Adversarial pNML: defense, attacks and honest evaluation.")
+    parser.add_argument("--version", action="version", version=f"advpnml {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, device, architectures, configs and which datasets are found")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("predict", help="accuracy of a checkpoint and of its defense on a dataset split")
+    _add_model_args(p)
+    _add_data_args(p)
+    p.add_argument("--lam", type=float, default=0.1, help="refinement strength lambda (default: %(default)s)")
+    p.add_argument("--refine-steps", type=int, default=1)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="standard, PGD or fast adversarial training (resumable)")
+    p.add_argument("--config", default="mnist5k", help=f"preset ({', '.join(list_configs())}) or a .toml file")
+    _add_data_args(p, default_split="train")
+    p.add_argument("--method", choices=("standard", "pgd", "fast"), default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--val-n", type=int, default=1000, help="held-out samples for the final validation")
+    p.add_argument("--out", default=None, help="output folder (checkpoints, metrics.csv, metrics.png)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.lr=0.05")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="robust accuracy of base and defense under the config's attacks")
+    _add_model_args(p)
+    p.add_argument("--config", default="mnist5k", help=f"preset ({', '.join(list_configs())}) or a .toml file")
+    _add_data_args(p)
+    p.add_argument("--eps", type=float, default=None, help="attack radius (default: the config's)")
+    p.add_argument("--lam", type=float, default=None, help="refinement strength (default: the config's)")
+    p.add_argument("--no-defense", action="store_true", help="evaluate the base model only")
+    p.add_argument("--attacks", default=None, help="comma-separated columns to run, e.g. FGSM,PGD")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (records.jsonl, results.md/.csv/.json)")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming OUT/records.jsonl")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. PGD.restarts=2 or Adaptive.steps=100")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train a small robust MNIST model on the embedded data and evaluate base vs defense")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--n", type=int, default=None, help="test samples (default: the mnist5k config's)")
+    p.add_argument("--retrain", action="store_true", help="train again even if OUT/model/model.pt exists")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, CheckpointError, DataFileError, ImportError) as err:
+        print(f"advpnml {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

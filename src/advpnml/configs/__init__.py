@@ -1,0 +1,1 @@
+"""Built-in experiment presets (TOML), one per dataset."""

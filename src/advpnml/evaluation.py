@@ -1,0 +1,299 @@
+"""Robust accuracy of a base model and its Adversarial pNML defense, per sample, resumable.
+
+The protocol (AutoAttack's habits, the paper's Table 1 columns):
+- every sample is attacked by every attack; its prediction under each is recorded, so the
+  "best attack" column is the per-sample worst case (a sample is robust only if it is
+  classified correctly naturally and under every attack), never the minimum of columns;
+- for the defended model an attack runs either end to end through the defense (``direct``:
+  the paper's adaptive attack, or black-box HSJA on the defense's decisions) or on the base
+  model with the examples then given to the defense (``transfer``: the paper's FGSM/PGD
+  columns of "Ours");
+- records are appended to ``records.jsonl`` batch by batch; a rerun with the same settings
+  resumes after the last complete batch, and each batch's attack seed derives from the run
+  seed and the batch's first sample index, so a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from .attacks import Attack, create_attack
+from .defense import AdversarialPnml
+
+ROWS = ("base", "defense")
+
+
+@dataclass
+class AttackSpec:
+    """One column of the table.
+
+    column: its name in the report ("FGSM", "PGD", "Adaptive", "HSJA").
+    attack: a key of :data:`advpnml.attacks.ATTACKS`; params: its keyword arguments (eps comes
+    from the evaluation unless given). base: run it on the base model. defense: ``"direct"``
+    (through the defense), ``"transfer"`` (examples computed on the base model), or ``None``.
+    """
+
+    column: str
+    attack: str
+    params: dict[str, Any] = field(default_factory=dict)
+    base: bool = True
+    defense: str | None = "direct"
+
+    def __post_init__(self) -> None:
+        if self.defense not in (None, "direct", "transfer"):
+            raise ValueError(f"attack {self.column!r}: defense must be 'direct', 'transfer' or none, got {self.defense!r}")
+        if not self.base and self.defense in (None, "transfer"):
+            raise ValueError(f"attack {self.column!r} runs on no model (base=false and defense={self.defense!r})")
+
+
+@dataclass
+class EvalSettings:
+    """What an evaluation run is; its hash decides whether a results file can be resumed."""
+
+    dataset: str
+    split: str
+    n: int | None
+    eps: float
+    refine_eps: float | None
+    attacks: list[AttackSpec]
+    refine_steps: int = 1
+    top_k: int | None = None
+    batch_size: int = 100
+    seed: int = 0
+    model: str = ""
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EvalResult:
+    """Per-sample records and what the report needs."""
+
+    settings: EvalSettings
+    records: list[dict[str, Any]]
+    timings: dict[str, float]
+
+    def columns(self) -> list[str]:
+        return ["Natural"] + [spec.column for spec in self.settings.attacks]
+
+    def rows(self) -> list[str]:
+        return [row for row in ROWS if any(row in r["pred"] for r in self.records[:1])] or ["base"]
+
+    def correct(self, row: str, column: str) -> torch.Tensor | None:
+        """Boolean per sample (None when the column was not run for this row)."""
+        if not self.records or column not in self.records[0]["pred"].get(row, {}):
+            return None
+        return torch.tensor([r["pred"][row][column] == r["label"] for r in self.records])
+
+    def robust(self, row: str) -> torch.Tensor:
+        """Per-sample worst case: correct naturally and under every attack run for this row."""
+        ok = torch.ones(len(self.records), dtype=torch.bool)
+        for column in self.columns():
+            c = self.correct(row, column)
+            if c is not None:
+                ok &= c
+        return ok
+
+    def accuracy(self) -> dict[str, dict[str, float | None]]:
+        """{row: {column: accuracy or None, ..., "Best attack": worst-case accuracy}}."""
+        table = {}
+        for row in self.rows():
+            table[row] = {}
+            for column in self.columns():
+                c = self.correct(row, column)
+                table[row][column] = None if c is None else c.float().mean().item()
+            table[row]["Best attack"] = self.robust(row).float().mean().item()
+        return table
+
+    def worst_attack(self, row: str) -> list[str | None]:
+        """Per sample, the first column (natural included) that misclassifies it; None if robust."""
+        names = []
+        for r in self.records:
+            bad = [c for c in self.columns() if c in r["pred"][row] and r["pred"][row][c] != r["label"]]
+            names.append(bad[0] if bad else None)
+        return names
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; a clear error when CUDA is asked for and absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def _build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
+    params = {"eps": eps, "bounds": bounds, **spec.params, "seed": seed}
+    return create_attack(spec.attack, **params)
+
+
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+class RecordsFile:
+    """Append-only JSON-lines file of per-sample records with a settings header."""
+
+    def __init__(self, path: Path, settings: EvalSettings, resume: bool = True) -> None:
+        self.path = path
+        self.digest = settings.digest()
+        self.done: dict[int, dict[str, Any]] = {}
+        if path.exists() and resume:
+            self._load()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w") as f:
+                f.write(json.dumps({"type": "header", "digest": self.digest, "settings": asdict(settings)}, default=str) + "\n")
+
+    def _load(self) -> None:
+        lines = self.path.read_text().splitlines(keepends=True)
+        header = json.loads(lines[0]) if lines else {}
+        if header.get("digest") != self.digest:
+            raise ValueError(
+                f"{self.path} was written by a run with other settings (digest {header.get('digest')} != {self.digest}); "
+                "use another --out folder or --overwrite"
+            )
+        good = [lines[0]]
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # the last line of a killed run may be cut short; drop it and everything after
+            if not line.endswith("\n"):
+                break
+            self.done[record["index"]] = record
+            good.append(line)
+        if len(good) != len(lines):
+            self.path.write_text("".join(good))
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        for r in records:
+            self.done[r["index"]] = r
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    settings: EvalSettings,
+    out_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> EvalResult:
+    """Evaluate ``model`` and (if ``settings.refine_eps`` is set) its defense under ``settings.attacks``.
+
+    With ``out_dir`` the per-sample records go to ``out_dir/records.jsonl`` as batches finish and
+    an interrupted run resumes there. Returns every record and the time spent per (row, column).
+    """
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    model = model.to(device).eval()
+    bounds = getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0))
+    models: dict[str, nn.Module] = {"base": model}
+    if settings.refine_eps is not None:
+        models["defense"] = AdversarialPnml(model, settings.refine_eps, settings.refine_steps, top_k=settings.top_k, bounds=bounds).eval()
+    store = RecordsFile(Path(out_dir) / "records.jsonl", settings, resume) if out_dir is not None else None
+    done = store.done if store is not None else {}
+    if done:
+        log(f"resuming: {len(done)} samples already in {store.path}")
+    timings: dict[str, float] = {}
+    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=False)
+    bar = _progress(len(dataset), progress)
+    bar.update(sum(1 for i in done if i < len(dataset)))
+    running: dict[str, list[int]] = {}
+    start_index = 0
+    for x, y in loader:
+        indices = list(range(start_index, start_index + x.shape[0]))
+        start_index += x.shape[0]
+        if all(i in done for i in indices):
+            _tally(running, [done[i] for i in indices])
+            continue
+        x, y = x.to(device), y.to(device)
+        batch_seed = settings.seed * 1_000_003 + indices[0]
+        preds = _evaluate_batch(models, x, y, settings, bounds, batch_seed, timings)
+        records = [
+            {"index": i, "label": int(y[k]), "pred": {row: {c: int(p[k]) for c, p in cols.items()} for row, cols in preds["pred"].items()},
+             "queries": {key: int(q[k]) for key, q in preds["queries"].items()}}
+            for k, i in enumerate(indices)
+        ]
+        if store is not None:
+            store.append(records)
+        done.update({r["index"]: r for r in records})
+        _tally(running, records)
+        bar.update(len(indices))
+        bar.set_postfix_str(" ".join(f"{k}={v[0] / max(v[1], 1):.3f}" for k, v in running.items()))
+    bar.close()
+    ordered = [done[i] for i in range(len(dataset)) if i in done]
+    result = EvalResult(settings, ordered, timings)
+    table = result.accuracy()
+    for key, seconds in timings.items():
+        row, column = key.split("/", 1)
+        acc = table.get(row, {}).get(column)
+        log(f"{row:>7} {column:<12} accuracy {acc if acc is None else f'{100 * acc:5.1f}%'}  ({seconds:.1f} s)")
+    return result
+
+
+def _evaluate_batch(models, x, y, settings, bounds, seed, timings) -> dict[str, dict]:
+    pred: dict[str, dict[str, torch.Tensor]] = {row: {} for row in models}
+    queries: dict[str, torch.Tensor] = {}
+
+    def timed(key: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+        return value
+
+    for row, m in models.items():
+        pred[row]["Natural"] = timed(f"{row}/Natural", lambda: _predict(m, x))
+    for spec in settings.attacks:
+        base_adv = None
+        if spec.base or spec.defense == "transfer":
+            attack = _build_attack(spec, settings.eps, bounds, seed)
+            base_adv = timed(f"base/{spec.column}", lambda: attack(models["base"], x, y))
+            if hasattr(attack, "queries") and attack.queries is not None:
+                queries[f"base/{spec.column}"] = attack.queries.cpu()
+            if spec.base:
+                pred["base"][spec.column] = _predict(models["base"], base_adv)
+        if "defense" in models and spec.defense is not None:
+            if spec.defense == "transfer":
+                pred["defense"][spec.column] = timed(f"defense/{spec.column}", lambda: _predict(models["defense"], base_adv))
+            else:
+                attack = _build_attack(spec, settings.eps, bounds, seed)
+                adv = timed(f"defense/{spec.column}", lambda: attack(models["defense"], x, y))
+                if hasattr(attack, "queries") and attack.queries is not None:
+                    queries[f"defense/{spec.column}"] = attack.queries.cpu()
+                pred["defense"][spec.column] = _predict(models["defense"], adv)
+    return {"pred": {row: {c: p.cpu() for c, p in cols.items()} for row, cols in pred.items()}, "queries": queries}
+
+
+def _tally(running: dict[str, list[int]], records: list[dict[str, Any]]) -> None:
+    for r in records:
+        for row, cols in r["pred"].items():
+            for column, p in cols.items():
+                key = f"{row[0]}:{column}"
+                hit = running.setdefault(key, [0, 0])
+                hit[0] += int(p == r["label"])
+                hit[1] += 1
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="img", disable=not enabled, dynamic_ncols=True)

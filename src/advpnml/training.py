@@ -1,0 +1,294 @@
+"""Training base models: standard, Madry PGD and fast (Wong et al. 2020) adversarial training.
+
+The defense is meant for adversarially trained models. Every epoch writes a resumable
+checkpoint (weights, optimizer, scheduler, epoch); shuffling and attack noise come from
+generators seeded by (seed, epoch, batch), never from the global RNG, so a resumed run on CPU
+gives exactly the weights of an uninterrupted one. The last ``adaptive_epochs`` epochs can train
+against the adaptive attack on the defended model, as the paper's MNIST model did (appendix A).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .attacks import PGD, project
+from .defense import AdversarialPnml
+from .models import create_model, read_checkpoint, save_checkpoint
+from .validation import check_nonnegative
+
+METHODS = ("standard", "pgd", "fast")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Units: eps and step sizes in pixel scale [0, 1]."""
+
+    arch: str = "madry_cnn"
+    arch_kwargs: dict[str, Any] | None = None
+    method: str = "pgd"
+    epochs: int = 10
+    batch_size: int = 50
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "constant"         # "constant" or "cyclic" (linear up to lr at mid-training, then down to 0)
+    eps: float = 0.3
+    attack_steps: int = 40                 # PGD training attack
+    attack_step_size: float = 0.01
+    fast_step_size: float | None = None    # FGSM step of fast AT; default 1.25 * eps
+    eps_warmup_epochs: int = 0             # ramp eps linearly from 0 over these epochs
+    adaptive_epochs: int = 0               # last epochs: attack the defended model end to end
+    refine_eps: float = 0.1                # lambda of the defense used by adaptive epochs
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown training method {self.method!r}; expected one of: {', '.join(METHODS)}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected 'sgd' or 'adam'")
+        if self.lr_schedule not in ("constant", "cyclic"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected 'constant' or 'cyclic'")
+        check_nonnegative("eps", self.eps)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **overrides: Any) -> "TrainConfig":
+        """From a preset's ``[model]``, ``[training]`` and ``[defense]`` sections (unknown keys are errors)."""
+        training = dict(config.get("training", {}))
+        model = dict(config.get("model", {}))
+        model_arch = model.pop("arch", "madry_cnn")
+        arch = training.pop("arch", model_arch)
+        if arch != model_arch:
+            model = {}  # [model] options belong to the evaluated architecture, not to a different training one
+        known = {f.name for f in fields(cls)}
+        unknown = set(training) - known
+        if unknown:
+            raise ValueError(f"unknown [training] keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        values = {"arch": arch, "arch_kwargs": model or None, **training}
+        if "refine_eps" in config.get("defense", {}):
+            values.setdefault("refine_eps", config["defense"]["refine_eps"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def lr_at(config: TrainConfig, progress: float) -> float:
+    """Learning rate at ``progress`` in [0, 1] of the whole run."""
+    if config.lr_schedule == "cyclic":
+        return config.lr * (2 * progress if progress < 0.5 else 2 * (1 - progress))
+    return config.lr
+
+
+def eps_at(config: TrainConfig, epoch_progress: float) -> float:
+    """Training eps after ``epoch_progress`` epochs (linear warm-up, then constant)."""
+    if config.eps_warmup_epochs <= 0:
+        return config.eps
+    return config.eps * min(1.0, epoch_progress / config.eps_warmup_epochs)
+
+
+def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, eps: float, epoch: int, seed: int,
+                      bounds: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+    """The training inputs of one batch for the configured method (clean inputs for standard training)."""
+    if config.method == "standard" or eps == 0:
+        return x
+    if epoch >= config.epochs - config.adaptive_epochs:
+        defended = AdversarialPnml(model, config.refine_eps, bounds=bounds, check_inputs=False)
+        return PGD(eps, config.attack_steps, config.attack_step_size, bounds=bounds, seed=seed)(defended, x, y)
+    if config.method == "pgd":
+        return PGD(eps, config.attack_steps, config.attack_step_size, bounds=bounds, seed=seed)(model, x, y)
+    # Fast AT: uniform start in the eps-ball, one FGSM step of 1.25 eps, projected (Wong et al. 2020).
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    step = config.fast_step_size if config.fast_step_size is not None else 1.25 * eps
+    x_adv = project(x + (torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1) * eps, x, eps, bounds)
+    x_adv.requires_grad_(True)
+    was_training = model.training
+    model.eval()
+    try:
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+    finally:
+        model.train(was_training)
+    return project(x_adv.detach() + step * grad.sign(), x, eps, bounds)
+
+
+def train(
+    config: TrainConfig,
+    train_set: Dataset,
+    out_dir: str | os.PathLike,
+    val_set: Dataset | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    dataset_name: str | None = None,
+    stop_after: int | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Train per ``config``; writes ``last.pt`` every epoch, ``model.pt`` at the end, ``metrics.csv``/``.png``.
+
+    With ``resume=True`` and an existing ``last.pt`` the run continues from the epoch after it.
+    ``stop_after`` ends this call after that many epochs (for job time limits); resume later.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[]):  # seeded initialization without touching the caller's RNG
+        torch.manual_seed(config.seed)
+        model = create_model(config.arch, **(config.arch_kwargs or {}))
+    optimizer = _optimizer(model, config)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    last = out / "last.pt"
+    if resume and last.exists():
+        payload = read_checkpoint(last)
+        if payload.get("train_config") != _plain(asdict(config)):
+            raise ValueError(f"{last} was written with other training settings; use another --out or drop --resume")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        start_epoch = int(payload["epoch"]) + 1
+        history = list(payload["history"])
+        log(f"resuming from {last} at epoch {start_epoch + 1}/{config.epochs}")
+    model.to(device)
+    _optimizer_to(optimizer, device)
+    x_all, y_all = _tensors(train_set)
+    bounds = getattr(getattr(train_set, "info", None), "bounds", (0.0, 1.0))
+    n = x_all.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    use_amp = device.type == "cuda" and config.method == "fast"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+        totals = {"loss": 0.0, "clean": 0, "adv": 0, "seen": 0}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs} [{config.method}]", disable=not progress, leave=False)
+        for step in bar:
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x, y = x_all[idx].to(device), y_all[idx].to(device)
+            progress_frac = (epoch + step / steps_per_epoch) / config.epochs
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, progress_frac)
+            eps = eps_at(config, epoch + step / steps_per_epoch)
+            x_train = adversarial_batch(model, x, y, config, eps, epoch, seed=config.seed * 1_000_003 + epoch * 100_003 + step,
+                                        bounds=bounds)
+            model.train()
+            with torch.autocast(device_type="cuda", enabled=use_amp):
+                logits = model(x_train)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            with torch.no_grad():
+                totals["loss"] += loss.item() * len(y)
+                totals["adv"] += int((logits.argmax(1) == y).sum())
+                model.eval()
+                totals["clean"] += int((model(x).argmax(1) == y).sum()) if x_train is not x else int((logits.argmax(1) == y).sum())
+            totals["seen"] += len(y)
+            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", clean=f"{totals['clean'] / totals['seen']:.3f}",
+                            adv=f"{totals['adv'] / totals['seen']:.3f}")
+        bar.close()
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "eps": eps, "loss": totals["loss"] / totals["seen"],
+               "train_clean_acc": totals["clean"] / totals["seen"], "train_adv_acc": totals["adv"] / totals["seen"],
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}, clean {100 * row['train_clean_acc']:.1f}%, "
+            f"adv {100 * row['train_adv_acc']:.1f}% ({row['seconds']:.1f} s)")
+        save_checkpoint(last, model, dataset=dataset_name, training=config.method, eps=config.eps,
+                        state={"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
+                               "train_config": _plain(asdict(config))})
+        _write_metrics(out, history)
+    model.eval()
+    if end_epoch < config.epochs:
+        log(f"stopped after epoch {end_epoch}/{config.epochs}; rerun with --resume to continue")
+        return model, history
+    save_checkpoint(out / "model.pt", model, dataset=dataset_name, training=config.method, eps=config.eps,
+                    extra={"train_config": _plain(asdict(config))})
+    if val_set is not None:
+        validation = validate(model, val_set, config, device)
+        (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
+        log(f"validation on {validation['samples']} held-out samples: clean {100 * validation['clean_acc']:.1f}%, "
+            f"PGD-{validation['pgd_steps']} at eps {config.eps:g}: {100 * validation['pgd_acc']:.1f}%")
+    return model, history
+
+
+def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, device: torch.device | str = "cpu",
+             steps: int = 20, batch_size: int = 200) -> dict[str, float]:
+    """Held-out clean accuracy and PGD accuracy (``steps`` steps of eps/4 ... at least 2.5 eps in total)."""
+    x_all, y_all = _tensors(dataset)
+    model = model.to(device).eval()
+    step_size = max(2.5 * config.eps / steps, config.eps / 10)
+    attack = PGD(config.eps, steps, step_size, seed=config.seed, bounds=getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0)))
+    clean = adv = 0
+    for i in range(0, x_all.shape[0], batch_size):
+        x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
+        with torch.no_grad():
+            clean += int((model(x).argmax(1) == y).sum())
+        x_adv = attack(model, x, y)
+        with torch.no_grad():
+            adv += int((model(x_adv).argmax(1) == y).sum())
+    n = x_all.shape[0]
+    return {"samples": n, "clean_acc": clean / n, "pgd_acc": adv / n, "pgd_steps": steps, "pgd_step_size": step_size, "eps": config.eps}
+
+
+def _tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(dataset, "x") and hasattr(dataset, "y"):
+        return dataset.x, dataset.y
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(xs), torch.as_tensor(ys)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimizer.state.values():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                state[k] = v.to(device)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    ax_acc.plot(epochs, [100 * h["train_clean_acc"] for h in history], marker="o", label="clean")
+    ax_acc.plot(epochs, [100 * h["train_adv_acc"] for h in history], marker="s", label="adversarial (training attack)")
+    ax_acc.set(xlabel="epoch", ylabel="training accuracy (%)", title="Accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=120)
+    plt.close(fig)

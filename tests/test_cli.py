@@ -1,0 +1,35 @@
+"""The command line: help for each command, info, predict, and one-line errors."""
+from __future__ import annotations
+
+import pytest
+
+from advpnml.cli import main
+from advpnml.models import save_checkpoint
+
+
+@pytest.mark.parametrize("command", ["info", "predict", "train", "evaluate", "demo"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and "usage: advpnml" in capsys.readouterr().out
+
+
+def test_info_lists_datasets(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist5k   found (1000 test samples)" in out and "madry_cnn" in out
+
+
+def test_predict_prints_base_and_defended_accuracy(standard_model, tmp_path, capsys):
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--n", "50", "--lam", "0.1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "base model accuracy:" in out and "Adversarial pNML accuracy:" in out and "50 samples" in out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["predict", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "checkpoint file not found" in err
+    assert main(["evaluate", "--checkpoint", "x.pt", "--config", "nope"]) == 2
+    assert "unknown config 'nope'" in capsys.readouterr().err

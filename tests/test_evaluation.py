@@ -1,0 +1,95 @@
+"""The evaluation harness: per-sample worst case, reports, and resuming a killed run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from advpnml.evaluation import AttackSpec, EvalResult, EvalSettings, evaluate
+from advpnml.models import save_checkpoint
+from advpnml.reporting import markdown_table, write_report
+
+SPECS = [
+    AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
+    AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05}, base=True, defense="transfer"),
+    AttackSpec("Adaptive", "pgd", {"steps": 2, "step_size": 0.05, "loss": "margin"}, base=False, defense="direct"),
+]
+
+
+def _settings(n=12, **kw):
+    values = dict(dataset="mnist5k", split="test", n=n, eps=0.1, refine_eps=0.1, attacks=SPECS, batch_size=4, seed=0)
+    values.update(kw)
+    return EvalSettings(**values)
+
+
+def test_best_attack_is_the_per_sample_worst_case():
+    """Two attacks that each fool a different sample: columns say 50%, the worst case says 0%."""
+    settings = _settings(n=2, refine_eps=None, attacks=[AttackSpec("A", "fgsm"), AttackSpec("B", "fgsm")])
+    records = [{"index": 0, "label": 1, "pred": {"base": {"Natural": 1, "A": 0, "B": 1}}, "queries": {}},
+               {"index": 1, "label": 2, "pred": {"base": {"Natural": 2, "A": 2, "B": 0}}, "queries": {}}]
+    result = EvalResult(settings, records, {})
+    acc = result.accuracy()["base"]
+    assert (acc["A"], acc["B"], acc["Best attack"]) == (0.5, 0.5, 0.0)
+    assert result.worst_attack("base") == ["A", "B"]
+
+
+def test_evaluate_writes_records_and_reports(standard_model, mnist5k_test, tmp_path):
+    data = mnist5k_test.head(12)
+    result = evaluate(standard_model, data, _settings(), tmp_path, progress=False, log=lambda s: None)
+    assert [r["index"] for r in result.records] == list(range(12))
+    table = result.accuracy()
+    assert set(table) == {"base", "defense"}
+    assert table["base"]["Adaptive"] is None and table["defense"]["Adaptive"] is not None
+    for row in table.values():
+        assert row["Best attack"] <= min(v for v in row.values() if v is not None) + 1e-9
+    assert table["base"]["PGD"] < table["base"]["Natural"]
+    paths = write_report(result, tmp_path)
+    assert "| Adversarial pNML |" in paths["md"].read_text()
+    summary = json.loads(paths["json"].read_text())
+    assert summary["samples"] == 12 and summary["environment"]["torch"] == torch.__version__
+    assert "Best attack" in paths["csv"].read_text().splitlines()[0]
+    assert "Best attack" in markdown_table(result)
+
+
+def test_resume_refuses_other_settings(standard_model, mnist5k_test, tmp_path):
+    data = mnist5k_test.head(4)
+    evaluate(standard_model, data, _settings(n=4), tmp_path, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate(standard_model, data, _settings(n=4, eps=0.2), tmp_path, progress=False, log=lambda s: None)
+
+
+def test_a_killed_run_resumes_with_no_sample_lost_or_counted_twice(standard_model, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
+    config = tmp_path / "eval.toml"
+    config.write_text(
+        'dataset = "mnist5k"\n[defense]\nrefine_eps = 0.1\n[evaluation]\neps = 0.1\nbatch_size = 2\n'
+        '[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\nparams = { steps = 10, step_size = 0.02 }\ndefense = "transfer"\n'
+        '[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = { steps = 10, step_size = 0.02 }\nbase = false\n'
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "advpnml", "evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--n", "16"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = killed / "records.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not records.exists() or len(records.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lines_at_kill = len(records.read_text().splitlines()) - 1
+    assert 0 < lines_at_kill < 16, "the run was killed part-way"
+    with open(records, "a") as f:
+        f.write('{"index": 99, "lab')  # a record cut short by the kill
+    subprocess.run(args + ["--out", str(killed)], env=env, check=True, capture_output=True)
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+    resumed = [json.loads(l) for l in records.read_text().splitlines()[1:]]
+    whole = [json.loads(l) for l in (tmp_path / "whole" / "records.jsonl").read_text().splitlines()[1:]]
+    assert sorted(r["index"] for r in resumed) == list(range(16))
+    assert sorted(resumed, key=lambda r: r["index"]) == whole
+    assert json.loads((killed / "results.json").read_text())["accuracy"] == json.loads((tmp_path / "whole" / "results.json").read_text())["accuracy"]
