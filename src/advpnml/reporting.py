@@ -74,7 +74,7 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
     worst = {row: result.worst_attack(row) for row in table}
     summary = {
         "settings": settings, "samples": n, "accuracy": table, "timings_s": result.timings,
-        "worst_attack_counts": {row: {str(k): names.count(k) for k in set(names)} for row, names in worst.items()},
+        "worst_attack_counts": {row: {k or "robust": names.count(k) for k in set(names)} for row, names in worst.items()},
         "environment": environment(), **(extra or {}),
     }
     paths["json"].write_text(json.dumps(summary, indent=2, default=str) + "\n")

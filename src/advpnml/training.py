@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from .attacks import PGD, project
 from .defense import AdversarialPnml
 from .models import create_model, read_checkpoint, save_checkpoint
+from .models.registry import to_plain
 from .validation import check_nonnegative
 
 METHODS = ("standard", "pgd", "fast")
@@ -153,7 +154,7 @@ def train(
     last = out / "last.pt"
     if resume and last.exists():
         payload = read_checkpoint(last)
-        if payload.get("train_config") != _plain(asdict(config)):
+        if payload.get("train_config") != to_plain(asdict(config)):
             raise ValueError(f"{last} was written with other training settings; use another --out or drop --resume")
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
@@ -208,14 +209,14 @@ def train(
             f"adv {100 * row['train_adv_acc']:.1f}% ({row['seconds']:.1f} s)")
         save_checkpoint(last, model, dataset=dataset_name, training=config.method, eps=config.eps,
                         state={"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                               "train_config": _plain(asdict(config))})
+                               "train_config": to_plain(asdict(config))})
         _write_metrics(out, history)
     model.eval()
     if end_epoch < config.epochs:
         log(f"stopped after epoch {end_epoch}/{config.epochs}; rerun with --resume to continue")
         return model, history
     save_checkpoint(out / "model.pt", model, dataset=dataset_name, training=config.method, eps=config.eps,
-                    extra={"train_config": _plain(asdict(config))})
+                    extra={"train_config": to_plain(asdict(config))})
     if val_set is not None:
         validation = validate(model, val_set, config, device)
         (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
@@ -261,14 +262,6 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
         for k, v in state.items():
             if isinstance(v, torch.Tensor):
                 state[k] = v.to(device)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:

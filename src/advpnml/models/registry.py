@@ -57,14 +57,14 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         model = info.factory(**resolved)
     except TypeError as err:
         raise ValueError(f"bad arguments for architecture {name!r}: {err}") from None
-    model.advpnml_spec = {"arch": name, "kwargs": _plain(resolved)}
+    model.advpnml_spec = {"arch": name, "kwargs": to_plain(resolved)}
     return model
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
     """Tuples to lists, recursively, so the spec round-trips through a weights_only checkpoint."""
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     return value
