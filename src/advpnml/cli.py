@@ -118,9 +118,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for spec in settings.attacks:
         print(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
     result = evaluate(model, dataset, settings, out, resolve_device(args.device), resume=not args.overwrite)
-    paths = write_report(result, out, paper=config.get("paper") if args.dataset in (None, config.get("dataset")) else None)
+    paper = config.get("paper") if name == config.get("dataset") else None  # the paper's numbers only beside the same dataset
+    paths = write_report(result, out, paper=paper)
     print()
-    print(markdown_table(result, config.get("paper")))
+    print(markdown_table(result, paper))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
