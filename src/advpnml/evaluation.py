@@ -87,7 +87,7 @@ class EvalResult:
         return ["Natural"] + [spec.column for spec in self.settings.attacks]
 
     def rows(self) -> list[str]:
-        return [row for row in ROWS if any(row in r["pred"] for r in self.records[:1])] or ["base"]
+        return [row for row in ROWS if self.records and row in self.records[0]["pred"]] or ["base"]
 
     def correct(self, row: str, column: str) -> torch.Tensor | None:
         """Boolean per sample (None when the column was not run for this row)."""

@@ -53,7 +53,6 @@ def test_pgd_matches_a_hand_written_reference(standard_model, batch):
     x, y = batch
     eps, alpha, steps = 0.1, 0.02, 10
     xr = x.clone()
-    losses = []
     for _ in range(steps):
         xr.requires_grad_(True)
         loss = F.cross_entropy(standard_model(xr), y, reduction="none")
