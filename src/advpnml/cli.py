@@ -13,6 +13,7 @@ from . import __version__
 from .config import apply_overrides, attack_specs, list_configs, load_config
 from .data import DATASETS, DataFileError, load_dataset
 from .defense import AdversarialPnml
+from .distributed import init_distributed, shutdown_distributed
 from .evaluation import EvalSettings, evaluate, resolve_device
 from .models import CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external
 from .reporting import markdown_table, write_report
@@ -24,7 +25,8 @@ def _add_data_args(p: argparse.ArgumentParser, default_split: str = "test") -> N
     p.add_argument("--split", default=default_split, help="dataset split (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files (mnist, cifar10, imagenet)")
     p.add_argument("--download", action="store_true", help="download missing dataset files (needs a network)")
-    p.add_argument("--n", type=int, default=None, help="use the first N samples")
+    # "--samples": under torchrun a bare "--n" is an ambiguous abbreviation of torchrun's own options.
+    p.add_argument("--samples", "--n", dest="n", type=int, default=None, help="use the first N samples")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: %(default)s)")
 
 
@@ -92,10 +94,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_set = load_dataset(name, "train", args.data_dir, args.download, args.n)
     val_set = load_dataset(name, "test", args.data_dir, args.download, args.val_n)
     out = Path(args.out or f"runs/train-{name}-{train_config.method}")
-    print(f"training {train_config.arch} with {train_config.method} on {name} ({len(train_set)} samples) -> {out}")
+    ctx, device = init_distributed(resolve_device(args.device))
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    processes = f", {ctx.world_size} processes" if ctx.enabled else ""
+    say(f"training {train_config.arch} with {train_config.method} on {name} ({len(train_set)} samples{processes}) -> {out}")
     start = time.perf_counter()
-    train(train_config, train_set, out, val_set, resolve_device(args.device), args.resume, dataset_name=name)
-    print(f"done in {time.perf_counter() - start:.0f} s: {out / 'model.pt'}, {out / 'metrics.csv'}, {out / 'metrics.png'}")
+    try:
+        train(train_config, train_set, out, val_set, device, args.resume, dataset_name=name, dist_ctx=ctx)
+    finally:
+        shutdown_distributed()
+    say(f"done in {time.perf_counter() - start:.0f} s: {out / 'model.pt'}, {out / 'metrics.csv'}, {out / 'metrics.png'}")
     return 0
 
 
@@ -114,10 +122,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or evaluation.get("batch_size", 100), seed=args.seed, model=str(args.checkpoint),
     )
     out = Path(args.out or f"runs/eval-{name}")
-    print(f"evaluating {args.checkpoint} on {name} {args.split} ({len(dataset)} samples), eps={settings.eps:g}, lambda={lam} -> {out}")
+    ctx, device = init_distributed(resolve_device(args.device))
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    processes = f", {ctx.world_size} processes" if ctx.enabled else ""
+    say(f"evaluating {args.checkpoint} on {name} {args.split} ({len(dataset)} samples{processes}), eps={settings.eps:g}, "
+        f"lambda={lam} -> {out}")
     for spec in settings.attacks:
-        print(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
-    result = evaluate(model, dataset, settings, out, resolve_device(args.device), resume=not args.overwrite)
+        say(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
+    try:
+        result = evaluate(model, dataset, settings, out, device, resume=not args.overwrite, dist_ctx=ctx)
+    finally:
+        shutdown_distributed()
+    if not ctx.is_main:
+        return 0
     paper = config.get("paper") if name == config.get("dataset") else None  # the paper's numbers only beside the same dataset
     paths = write_report(result, out, paper=paper)
     print()
@@ -180,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a small robust MNIST model on the embedded data and evaluate base vs defense")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--device", default="auto")
-    p.add_argument("--n", type=int, default=None, help="test samples (default: the mnist5k config's)")
+    p.add_argument("--samples", "--n", dest="n", type=int, default=None, help="test samples (default: the mnist5k config's)")
     p.add_argument("--retrain", action="store_true", help="train again even if OUT/model/model.pt exists")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -24,10 +24,11 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .attacks import Attack, create_attack
 from .defense import AdversarialPnml
+from .distributed import DistContext
 
 ROWS = ("base", "defense")
 
@@ -145,39 +146,25 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class RecordsFile:
-    """Append-only JSON-lines file of per-sample records with a settings header."""
+    """Append-only JSON-lines file of per-sample records with a settings header.
+
+    Opening it checks the header's digest, drops a line cut short by a killed run (and anything
+    after it), and keeps the complete records in :attr:`done`.
+    """
 
     def __init__(self, path: Path, settings: EvalSettings, resume: bool = True) -> None:
         self.path = path
         self.digest = settings.digest()
         self.done: dict[int, dict[str, Any]] = {}
         if path.exists() and resume:
-            self._load()
+            self.done, good_lines, total_lines = _read_records(path, self.digest)
+            if good_lines != total_lines:
+                with open(path, "r+") as f:
+                    f.truncate(sum(len(line) for line in path.read_text().splitlines(keepends=True)[:good_lines]))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "w") as f:
                 f.write(json.dumps({"type": "header", "digest": self.digest, "settings": asdict(settings)}, default=str) + "\n")
-
-    def _load(self) -> None:
-        lines = self.path.read_text().splitlines(keepends=True)
-        header = json.loads(lines[0]) if lines else {}
-        if header.get("digest") != self.digest:
-            raise ValueError(
-                f"{self.path} was written by a run with other settings (digest {header.get('digest')} != {self.digest}); "
-                "use another --out folder or --overwrite"
-            )
-        good = [lines[0]]
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # the last line of a killed run may be cut short; drop it and everything after
-            if not line.endswith("\n"):
-                break
-            self.done[record["index"]] = record
-            good.append(line)
-        if len(good) != len(lines):
-            self.path.write_text("".join(good))
 
     def append(self, records: list[dict[str, Any]]) -> None:
         with open(self.path, "a") as f:
@@ -186,6 +173,52 @@ class RecordsFile:
             os.fsync(f.fileno())
         for r in records:
             self.done[r["index"]] = r
+
+
+def _read_records(path: Path, digest: str) -> tuple[dict[int, dict[str, Any]], int, int]:
+    """The complete records of ``path`` (checked against ``digest``), the count of good lines, and of all lines."""
+    lines = path.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0]) if lines and lines[0].endswith("\n") else {}
+    if header.get("digest") != digest:
+        raise ValueError(
+            f"{path} was written by a run with other settings (digest {header.get('digest')} != {digest}); "
+            "use another --out folder or --overwrite"
+        )
+    done = {}
+    good = 1
+    for line in lines[1:]:
+        if not line.endswith("\n"):
+            break  # the last line of a killed run may be cut short; drop it and everything after
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        done[record["index"]] = record
+        good += 1
+    return done, good, len(lines)
+
+
+def _record_files(out: Path) -> list[Path]:
+    """``records.jsonl`` and the per-rank files a torchrun job leaves while it runs."""
+    return sorted(p for p in out.glob("records*.jsonl") if p.name == "records.jsonl" or p.name.startswith("records.rank"))
+
+
+def _read_all_records(out: Path, settings: EvalSettings) -> dict[int, dict[str, Any]]:
+    done: dict[int, dict[str, Any]] = {}
+    for path in _record_files(out):
+        done.update(_read_records(path, settings.digest())[0])
+    return done
+
+
+def _merge_records(out: Path, settings: EvalSettings, records: list[dict[str, Any]]) -> None:
+    """Replace the per-rank files by one ``records.jsonl`` in sample order, as a single process writes it."""
+    tmp = out / "records.jsonl.tmp"
+    header = {"type": "header", "digest": settings.digest(), "settings": asdict(settings)}
+    tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in [header, *records]))
+    os.replace(tmp, out / "records.jsonl")
+    for path in _record_files(out):
+        if path.name != "records.jsonl":
+            path.unlink()
 
 
 def evaluate(
@@ -197,34 +230,52 @@ def evaluate(
     resume: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    dist_ctx: DistContext | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` and (if ``settings.refine_eps`` is set) its defense under ``settings.attacks``.
 
     With ``out_dir`` the per-sample records go to ``out_dir/records.jsonl`` as batches finish and
     an interrupted run resumes there. Returns every record and the time spent per (row, column).
+
+    Under torchrun (``dist_ctx``) the batches still to do are dealt round-robin to the ranks; each
+    rank appends to ``records.rank{r}.jsonl`` and, when all are done, rank 0 merges them into the
+    ``records.jsonl`` a single process would have written (a batch's result depends only on its
+    samples and seed, never on the rank). A job that lost ranks resumes with any number of
+    processes: every rank reads every records file before dealing out the remaining batches.
+    Timings are summed over ranks (compute seconds), and ``timings["wall"]`` is this call's wall time.
     """
+    start_wall = time.perf_counter()
+    ctx = dist_ctx or DistContext()
+    if not ctx.is_main:
+        log, progress = (lambda message: None), False
     device = torch.device(device) if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
     bounds = getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0))
     models: dict[str, nn.Module] = {"base": model}
     if settings.refine_eps is not None:
         models["defense"] = AdversarialPnml(model, settings.refine_eps, settings.refine_steps, top_k=settings.top_k, bounds=bounds).eval()
-    store = RecordsFile(Path(out_dir) / "records.jsonl", settings, resume) if out_dir is not None else None
-    done = store.done if store is not None else {}
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and not resume and ctx.is_main:
+        for path in _record_files(out):
+            path.unlink()
+    ctx.barrier()
+    done = _read_all_records(out, settings) if out is not None and resume else {}
+    ctx.barrier()  # every rank has read the old files before any rank truncates or appends to its own
+    store = None
+    if out is not None:
+        store = RecordsFile(out / ("records.jsonl" if not ctx.enabled else f"records.rank{ctx.rank}.jsonl"), settings, resume)
     if done:
-        log(f"resuming: {len(done)} samples already in {store.path}")
+        log(f"resuming: {len(done)} samples already in {out}")
+    n = len(dataset)
+    batches = [list(range(s, min(s + settings.batch_size, n))) for s in range(0, n, settings.batch_size)]
+    mine = ctx.shard([b for b in batches if not all(i in done for i in b)])
     timings: dict[str, float] = {}
-    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=False)
-    bar = _progress(len(dataset), progress)
-    bar.update(sum(1 for i in done if i < len(dataset)))
     running: dict[str, list[int]] = {}
-    start_index = 0
-    for x, y in loader:
-        indices = list(range(start_index, start_index + x.shape[0]))
-        start_index += x.shape[0]
-        if all(i in done for i in indices):
-            _tally(running, [done[i] for i in indices])
-            continue
+    _tally(running, [done[i] for i in range(n) if i in done])
+    bar = _progress(n if not ctx.enabled else sum(map(len, mine)), progress, ctx)
+    bar.update(sum(1 for i in done if i < n) if not ctx.enabled else 0)
+    loader = DataLoader(Subset(dataset, [i for b in mine for i in b]), batch_size=settings.batch_size, shuffle=False)
+    for indices, (x, y) in zip(mine, loader):
         x, y = x.to(device), y.to(device)
         batch_seed = settings.seed * 1_000_003 + indices[0]
         preds = _evaluate_batch(models, x, y, settings, bounds, batch_seed, timings)
@@ -240,14 +291,36 @@ def evaluate(
         bar.update(len(indices))
         bar.set_postfix_str(" ".join(f"{k}={v[0] / max(v[1], 1):.3f}" for k, v in running.items()))
     bar.close()
-    ordered = [done[i] for i in range(len(dataset)) if i in done]
+    if ctx.enabled:
+        ctx.barrier()
+        if out is not None:
+            done = _read_all_records(out, settings)
+        else:
+            for part in ctx.gather({i: r for i, r in done.items()}):
+                done.update(part)
+        timings = _sum_timings(ctx.gather(timings))
+    ordered = [done[i] for i in range(n) if i in done]
+    if out is not None and ctx.is_main and any(p.name != "records.jsonl" for p in _record_files(out)):
+        _merge_records(out, settings, ordered)
+    ctx.barrier()  # no rank returns (and perhaps starts another evaluation) before the merge
+    timings["wall"] = time.perf_counter() - start_wall
     result = EvalResult(settings, ordered, timings)
     table = result.accuracy()
     for key, seconds in timings.items():
+        if "/" not in key:
+            continue
         row, column = key.split("/", 1)
         acc = table.get(row, {}).get(column)
         log(f"{row:>7} {column:<12} accuracy {acc if acc is None else f'{100 * acc:5.1f}%'}  ({seconds:.1f} s)")
     return result
+
+
+def _sum_timings(parts: list[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        for key, seconds in part.items():
+            total[key] = total.get(key, 0.0) + seconds
+    return total
 
 
 def _evaluate_batch(models, x, y, settings, bounds, seed, timings) -> dict[str, dict]:
@@ -293,7 +366,8 @@ def _tally(running: dict[str, list[int]], records: list[dict[str, Any]]) -> None
                 hit[1] += 1
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, ctx: DistContext):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="evaluate", unit="img", disable=not enabled, dynamic_ncols=True)
+    desc = "evaluate" if not ctx.enabled else f"evaluate (rank 0 of {ctx.world_size})"
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from .attacks import PGD, project
 from .defense import AdversarialPnml
+from .distributed import DistContext
 from .models import create_model, read_checkpoint, save_checkpoint
 from .models.registry import to_plain
 from .validation import check_nonnegative
@@ -134,14 +135,24 @@ def train(
     dataset_name: str | None = None,
     stop_after: int | None = None,
     log: Callable[[str], None] = print,
+    dist_ctx: DistContext | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train per ``config``; writes ``last.pt`` every epoch, ``model.pt`` at the end, ``metrics.csv``/``.png``.
 
     With ``resume=True`` and an existing ``last.pt`` the run continues from the epoch after it.
     ``stop_after`` ends this call after that many epochs (for job time limits); resume later.
+
+    Under torchrun (``dist_ctx`` from :func:`advpnml.distributed.init_distributed`) the model is
+    wrapped in DistributedDataParallel and every global batch of ``config.batch_size`` samples is
+    split across the ranks, each loss weighted by its share, so the averaged gradient is the
+    one-process gradient of the same batch: W processes follow the single-process run (same batches,
+    same learning rate) up to float summation order. Only rank 0 writes files and logs.
     """
     from tqdm.auto import tqdm
 
+    ctx = dist_ctx or DistContext()
+    if not ctx.is_main:
+        log, progress = (lambda message: None), False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -163,6 +174,11 @@ def train(
         log(f"resuming from {last} at epoch {start_epoch + 1}/{config.epochs}")
     model.to(device)
     _optimizer_to(optimizer, device)
+    trained = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     x_all, y_all = _tensors(train_set)
     bounds = getattr(getattr(train_set, "info", None), "bounds", (0.0, 1.0))
     n = x_all.shape[0]
@@ -176,20 +192,25 @@ def train(
         totals = {"loss": 0.0, "clean": 0, "adv": 0, "seen": 0}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs} [{config.method}]", disable=not progress, leave=False)
         for step in bar:
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if len(batch) < ctx.world_size:
+                continue  # a last batch too small to give every rank a sample; all ranks skip it alike
+            idx = batch[ctx.rank :: ctx.world_size]
             x, y = x_all[idx].to(device), y_all[idx].to(device)
             progress_frac = (epoch + step / steps_per_epoch) / config.epochs
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, progress_frac)
             eps = eps_at(config, epoch + step / steps_per_epoch)
-            x_train = adversarial_batch(model, x, y, config, eps, epoch, seed=config.seed * 1_000_003 + epoch * 100_003 + step,
-                                        bounds=bounds)
+            x_train = adversarial_batch(model, x, y, config, eps, epoch, bounds=bounds,
+                                        seed=config.seed * 1_000_003 + epoch * 100_003 + step + ctx.rank * 7_919)
             model.train()
             with torch.autocast(device_type="cuda", enabled=use_amp):
-                logits = model(x_train)
+                logits = trained(x_train)
                 loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            # DDP averages gradients over ranks; weighting by the rank's share makes that the batch mean.
+            share = len(idx) * ctx.world_size / len(batch)
+            scaler.scale(loss * share if ctx.enabled else loss).backward()
             scaler.step(optimizer)
             scaler.update()
             with torch.no_grad():
@@ -201,27 +222,32 @@ def train(
             bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", clean=f"{totals['clean'] / totals['seen']:.3f}",
                             adv=f"{totals['adv'] / totals['seen']:.3f}")
         bar.close()
+        totals = dict(zip(totals, ctx.sum(list(totals.values()))))
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "eps": eps, "loss": totals["loss"] / totals["seen"],
                "train_clean_acc": totals["clean"] / totals["seen"], "train_adv_acc": totals["adv"] / totals["seen"],
                "seconds": time.perf_counter() - t0}
         history.append(row)
         log(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}, clean {100 * row['train_clean_acc']:.1f}%, "
             f"adv {100 * row['train_adv_acc']:.1f}% ({row['seconds']:.1f} s)")
-        save_checkpoint(last, model, dataset=dataset_name, training=config.method, eps=config.eps,
-                        state={"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                               "train_config": to_plain(asdict(config))})
-        _write_metrics(out, history)
+        if ctx.is_main:
+            save_checkpoint(last, model, dataset=dataset_name, training=config.method, eps=config.eps,
+                            state={"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
+                                   "train_config": to_plain(asdict(config))})
+            _write_metrics(out, history)
     model.eval()
     if end_epoch < config.epochs:
         log(f"stopped after epoch {end_epoch}/{config.epochs}; rerun with --resume to continue")
+        ctx.barrier()
         return model, history
-    save_checkpoint(out / "model.pt", model, dataset=dataset_name, training=config.method, eps=config.eps,
-                    extra={"train_config": to_plain(asdict(config))})
-    if val_set is not None:
+    if ctx.is_main:
+        save_checkpoint(out / "model.pt", model, dataset=dataset_name, training=config.method, eps=config.eps,
+                        extra={"train_config": to_plain(asdict(config))})
+    if val_set is not None and ctx.is_main:
         validation = validate(model, val_set, config, device)
         (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
         log(f"validation on {validation['samples']} held-out samples: clean {100 * validation['clean_acc']:.1f}%, "
             f"PGD-{validation['pgd_steps']} at eps {config.eps:g}: {100 * validation['pgd_acc']:.1f}%")
+    ctx.barrier()
     return model, history
 
 

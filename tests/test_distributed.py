@@ -1,0 +1,112 @@
+"""torchrun on CPU (gloo, 2 processes): training and evaluation follow the single-process run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from advpnml.distributed import DistContext
+from advpnml.models import load_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo needed")
+
+
+def _env() -> dict[str, str]:
+    # One thread per process in both runs, so float reductions happen in the same order.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _single(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "advpnml", *args]
+
+
+def _torchrun(args: list[str], nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "advpnml", *args]
+
+
+def test_shard_is_round_robin_and_covers_everything():
+    items = list(range(7))
+    shards = [DistContext(rank, 3).shard(items) for rank in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
+    assert DistContext().shard(items) == items and DistContext().sum([1.0, 2.0]) == [1.0, 2.0]
+
+
+def test_ddp_training_with_two_processes_follows_the_single_process_run(tmp_path):
+    args = ["train", "--config", "toy2d", "--method", "standard", "--epochs", "2", "--samples", "300", "--val-n", "100", "--device", "cpu"]
+    subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
+    run = subprocess.run(_torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "2 processes" in run.stdout and run.stdout.count("training toy_mlp") == 1  # rank 0 alone prints
+    one, meta_one = load_checkpoint(tmp_path / "one" / "model.pt")
+    two, meta_two = load_checkpoint(tmp_path / "two" / "model.pt")
+    assert meta_two["arch"] == "toy_mlp" and meta_two["training"] == "standard"
+    for (name, a), b in zip(one.state_dict().items(), two.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4), name
+    assert (tmp_path / "two" / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs, written once
+    assert (tmp_path / "two" / "validation.json").is_file()
+
+
+def _worker_pid(parent: int, rank: int) -> int | None:
+    """The torchrun worker process of ``rank`` (a child of the torchrun agent ``parent``), if running."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(entry)
+    return None
+
+
+def _records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank's process in /proc")
+def test_sharded_evaluation_merges_to_the_single_process_report_even_after_a_rank_dies(standard_model, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
+    config = tmp_path / "eval.toml"
+    config.write_text(
+        'dataset = "mnist5k"\n[defense]\nrefine_eps = 0.1\n[evaluation]\neps = 0.1\nbatch_size = 2\n'
+        '[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\nparams = { steps = 5, step_size = 0.03 }\ndefense = "transfer"\n'
+        '[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = { steps = 30, step_size = 0.01 }\nbase = false\n'
+    )
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--samples", "20", "--device", "cpu"]
+    subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
+    one = _records(tmp_path / "one" / "records.jsonl")
+
+    run = subprocess.run(_torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert _records(tmp_path / "two" / "records.jsonl") == one  # merged, in sample order, equal sample by sample
+    assert not list((tmp_path / "two").glob("records.rank*"))
+    results = {d: json.loads((tmp_path / d / "results.json").read_text())["accuracy"] for d in ("one", "two")}
+    assert results["one"] == results["two"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_torchrun(args + ["--out", str(killed)]), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shard = killed / "records.rank1.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not shard.exists() or len(shard.read_text().splitlines()) < 2):
+        time.sleep(0.01)
+    pid = _worker_pid(proc.pid, rank=1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0  # torchrun stops the job when a rank dies
+    partial = sum(len(_records(p)) for p in killed.glob("records*.jsonl"))
+    assert 0 < partial < 20, "the job was killed part-way"
+    run = subprocess.run(_torchrun(args + ["--out", str(killed)]), env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "resuming" in run.stdout
+    assert _records(killed / "records.jsonl") == one
