@@ -83,16 +83,44 @@ def test_zero_lambda_is_the_base_model(tiny_cnn):
     torch.testing.assert_close(AdversarialPnml(tiny_cnn, 0.0)(x), F.log_softmax(tiny_cnn(x), dim=1), atol=1e-6, rtol=0)
 
 
-def test_all_hypotheses_in_one_batch(tiny_cnn):
+def test_cost_is_one_forward_of_x_then_one_forward_of_the_refined_batch(tiny_cnn):
     counter = CallCounter(tiny_cnn)
     defense = AdversarialPnml(counter, 0.1)
-    defense(torch.rand(6, 1, 28, 28))  # the first call also learns C from one input
+    defense(torch.rand(6, 1, 28, 28))  # the first call also sizes the chunks from one input
     counter.batch_sizes.clear()
     defense(torch.rand(6, 1, 28, 28))
-    assert counter.batch_sizes == [60, 60], "one forward+backward for the directions, one forward on the refined inputs"
+    assert counter.batch_sizes == [6, 60], "one forward of x (its graph gives all 10 gradients), one forward of 6*10 refined"
     counter.batch_sizes.clear()
-    AdversarialPnml(counter, 0.1, top_k=3)(torch.rand(6, 1, 28, 28))
-    assert counter.batch_sizes == [6, 18, 18], "unrefined forward picks the top-3, then 6*3 refined inputs"
+    AdversarialPnml(counter, 0.1, max_batch=1000, top_k=3)(torch.rand(6, 1, 28, 28))
+    assert counter.batch_sizes == [6, 18], "the same forward of x picks the top-3, then 6*3 refined inputs"
+    counter.batch_sizes.clear()
+    AdversarialPnml(counter, 0.1, max_batch=1000, gradient_mode="expanded")(torch.rand(6, 1, 28, 28))
+    assert counter.batch_sizes == [1, 60, 60], "C once, then forward+backward and forward of the expanded batch"
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_chunking_and_gradient_modes_give_the_same_values_and_gradients(tiny_mlp, steps):
+    torch.manual_seed(5)
+    x = torch.rand(5, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    variants = {
+        "shared": AdversarialPnml(tiny_mlp, 0.1, steps),
+        "expanded": AdversarialPnml(tiny_mlp, 0.1, steps, gradient_mode="expanded"),
+        "chunked": AdversarialPnml(tiny_mlp, 0.1, steps, max_batch=3),
+        "budget": AdversarialPnml(tiny_mlp, 0.1, steps, memory_budget=1),  # one input per model call
+    }
+    outputs = {}
+    for name, defense in variants.items():
+        xr = x.clone().requires_grad_(True)
+        log_q = defense(xr)
+        (grad,) = torch.autograd.grad(F.nll_loss(log_q, y), xr)
+        outputs[name] = (log_q.detach(), grad)
+    for name in ("expanded", "chunked", "budget"):
+        torch.testing.assert_close(outputs[name][0], outputs["shared"][0], msg=name)
+        torch.testing.assert_close(outputs[name][1], outputs["shared"][1], msg=name)
+    counter = CallCounter(tiny_mlp)
+    AdversarialPnml(counter, 0.1, steps, max_batch=3)(x)
+    assert max(counter.batch_sizes) <= 5 and sum(counter.batch_sizes[-7:]) == 20  # last forward: 5*4 refined in chunks of 3
 
 
 def test_top_k_equal_to_num_classes_is_the_full_defense(tiny_cnn):

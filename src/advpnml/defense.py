@@ -5,8 +5,11 @@ For every candidate label ``y_i`` the test input is refined by a weak *targeted*
 and the probabilities are normalized over labels (eq. 12). ``log sum_j p_j`` is the pNML regret
 (eq. 8).
 
-All hypotheses are refined in one batch of N*H inputs: one forward and one backward to get the
-N*H refinement directions, one forward on the refined inputs. The refinement direction
+Cost, near its floor (``benchmarks/defense_speed.py``): the first refinement step of all H
+hypotheses shares one forward of the N inputs, its H input gradients are vector-Jacobian products
+of that one graph (cotangent ``softmax - onehot(y_i)``, batched with ``is_grads_batched``), then one
+forward of the N*H refined inputs. Batches larger than the memory budget are cut into chunks with
+the same result. The refinement direction
 ``sign(grad)`` is piecewise constant, so the refined input is written ``x + delta.detach()``: its
 gradient w.r.t. ``x`` is the identity. That is the paper's BPDA (Sec. 5.1), made explicit, so
 any gradient attack run on this module is the paper's adaptive attack.
@@ -19,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .modes import frozen_parameters
 from .validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 
 #: log-probability given to labels outside the top-k hypotheses: exp() of it is exactly 0 in
@@ -62,6 +66,13 @@ class AdversarialPnml(nn.Module):
         bounds: input domain ``(low, high)`` the refined inputs are clamped to; ``None`` for
             unbounded inputs such as the 2-D toy data.
         check_inputs: validate every batch (finite, inside ``bounds``); costs one device sync.
+        gradient_mode: ``"shared"`` (one forward of x, H batched vector-Jacobian products: the
+            fastest measured) or ``"expanded"`` (forward and backward of the N*H expanded batch;
+            the fallback for models whose backward cannot be batched). Same values either way.
+        max_batch: most inputs per model call; larger work is chunked (same result). ``None``
+            sizes it from ``memory_budget`` and the model's activation size per input.
+        memory_budget: bytes the defense may use for activations; ``None``: half the free GPU
+            memory, or a quarter of the available RAM on CPU.
 
     ``forward`` returns log q, shape (N, C), so the defended model is itself a classifier that
     every attack in :mod:`advpnml.attacks` runs against unchanged.
@@ -76,6 +87,9 @@ class AdversarialPnml(nn.Module):
         top_k: int | None = None,
         bounds: tuple[float, float] | None = (0.0, 1.0),
         check_inputs: bool = True,
+        gradient_mode: str = "shared",
+        max_batch: int | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -90,7 +104,13 @@ class AdversarialPnml(nn.Module):
         self.top_k = top_k
         self.bounds = check_bounds(bounds)
         self.check_inputs = check_inputs
+        if gradient_mode not in ("shared", "expanded"):
+            raise ValueError(f"gradient_mode must be 'shared' or 'expanded', got {gradient_mode!r}")
+        self.gradient_mode = gradient_mode
+        self.max_batch = None if max_batch is None else check_positive_int("max_batch", max_batch)
+        self.memory_budget = None if memory_budget is None else check_positive_int("memory_budget", memory_budget)
         self.num_classes: int | None = None
+        self._bytes_per_input: dict[tuple, int] = {}
 
     def extra_repr(self) -> str:
         return (
@@ -110,10 +130,17 @@ class AdversarialPnml(nn.Module):
         """Refine ``x`` toward every hypothesis and return log q, log p_i, the regret and the labels."""
         if self.check_inputs:
             check_inputs(x, self.bounds)
-        labels = self._hypothesis_labels(x)
+        shared = None
+        if self.gradient_mode == "shared":
+            # The one forward of x: its graph gives the first step's H gradients, its logits the top-k.
+            x_leaf = x.detach().requires_grad_(True)
+            with torch.enable_grad(), frozen_parameters(self.model):
+                shared = (x_leaf, self._checked_logits(self.model(x_leaf)))
+        labels = self._hypothesis_labels(x, None if shared is None else shared[1])
         n, h = labels.shape
-        refined = self.refine(x, labels)
-        logits = self.model(refined.reshape(n * h, *x.shape[1:]))
+        with frozen_parameters(self.model):  # the refinement needs input gradients only
+            refined = self.refine(x, labels, _shared=shared)
+        logits = self._chunked_forward(refined.reshape(n * h, *x.shape[1:]))
         num_classes = logits.shape[-1]
         log_p_own = F.log_softmax(logits.view(n, h, num_classes), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         if h == num_classes and self.top_k is None:
@@ -124,7 +151,7 @@ class AdversarialPnml(nn.Module):
         regret = torch.logsumexp(log_p_own, dim=1)
         return PnmlOutput(log_q=log_p - regret.unsqueeze(1), log_p=log_p, regret=regret, labels=labels)
 
-    def refine(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def refine(self, x: torch.Tensor, labels: torch.Tensor, _shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Eq. 9 for every (sample, hypothesis) pair: returns refined inputs of shape (N, H, ...).
 
         ``labels`` is (N, H). The returned tensor is ``x + delta`` with ``delta`` detached, so its
@@ -136,11 +163,11 @@ class AdversarialPnml(nn.Module):
         targets = labels.reshape(-1)
         current = start
         with torch.enable_grad():
-            for _ in range(self.refine_steps):
-                current = current.detach().requires_grad_(True)
-                # Summed per-sample losses: each input's gradient is its own (the model is per-sample in eval mode).
-                loss = F.cross_entropy(self.model(current), targets, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, current)
+            for step in range(self.refine_steps):
+                if step == 0 and self.gradient_mode == "shared":
+                    grad = self._shared_first_gradients(x.detach(), labels, _shared).reshape(flat_shape)
+                else:
+                    grad = self._expanded_gradients(current.detach(), targets)
                 # Targeted step: move *down* the loss of the hypothesised label (eq. 2 / eq. 9).
                 current = current.detach() - self.step_size * grad.sign()
                 if self.refine_steps > 1:
@@ -150,15 +177,77 @@ class AdversarialPnml(nn.Module):
         delta = (current - start).detach().view(n, h, *x.shape[1:])
         return x.unsqueeze(1) + delta
 
-    def _hypothesis_labels(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, H) labels to refine toward: all classes, or the top-k of the unrefined prediction."""
+    def _shared_first_gradients(self, x: torch.Tensor, labels: torch.Tensor,
+                                shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(N, H, ...) gradients of CE(f(x), y_i) w.r.t. x for every hypothesis, from one forward of x.
+
+        d CE / d logits = softmax(logits) - onehot(y_i): H cotangents of the same graph, so the H input
+        gradients are H vector-Jacobian products, computed batched (vmap over the backward).
+        """
+        n, h = labels.shape
+        if shared is None:
+            x = x.requires_grad_(True)
+            logits = self.model(x)
+        else:
+            x, logits = shared
+        probs = logits.detach().float().softmax(-1).to(logits.dtype)
+        cotangents = probs.unsqueeze(0) - F.one_hot(labels.t(), logits.shape[-1]).to(logits.dtype)  # (H, N, C)
+        per_chunk = max(1, self._max_batch(x) // max(n, 1))
+        grads = []
+        for i in range(0, h, per_chunk):
+            last = i + per_chunk >= h
+            (g,) = torch.autograd.grad(logits, x, grad_outputs=cotangents[i : i + per_chunk], is_grads_batched=True,
+                                       retain_graph=not last)
+            grads.append(g)
+        return torch.cat(grads).transpose(0, 1)
+
+    def _expanded_gradients(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Gradient of each input's CE toward its own target, on the expanded batch (chunked)."""
+        grads = []
+        chunk = self._max_batch(inputs[:1])
+        for i in range(0, inputs.shape[0], chunk):
+            part = inputs[i : i + chunk].detach().requires_grad_(True)
+            # Summed per-sample losses: each input's gradient is its own (the model is per-sample in eval mode).
+            loss = F.cross_entropy(self.model(part), targets[i : i + chunk], reduction="sum")
+            grads.append(torch.autograd.grad(loss, part)[0])
+        return torch.cat(grads)
+
+    def _chunked_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``model(inputs)`` in chunks of at most ``max_batch``; under autograd each chunk is
+        checkpointed, so an attack's backward holds one chunk's activations at a time."""
+        chunk = self._max_batch(inputs[:1])
+        if inputs.shape[0] <= chunk:
+            return self.model(inputs)
+        from torch.utils.checkpoint import checkpoint
+
+        parts = []
+        for i in range(0, inputs.shape[0], chunk):
+            part = inputs[i : i + chunk]
+            if torch.is_grad_enabled() and part.requires_grad:
+                parts.append(checkpoint(self.model, part, use_reentrant=False))
+            else:
+                parts.append(self.model(part))
+        return torch.cat(parts)
+
+    def _max_batch(self, x: torch.Tensor) -> int:
+        """Inputs per model call: ``max_batch``, or the memory budget over the activation bytes of one input."""
+        if self.max_batch is not None:
+            return self.max_batch
+        key = (tuple(x.shape[1:]), x.dtype, x.device.type)
+        if key not in self._bytes_per_input:
+            self._bytes_per_input[key] = _activation_bytes(self.model, x[:1].detach())
+        budget = self.memory_budget or _default_memory_budget(x.device)
+        return max(1, budget // self._bytes_per_input[key])
+
+    def _hypothesis_labels(self, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, H) labels to refine toward: all classes, or the top-k of the unrefined prediction ``logits``."""
         n = x.shape[0]
         if self.top_k is None:
             if self.num_classes is None:
                 # Learn C once from a single input, so the full defense costs no extra forward of the batch.
-                self.num_classes = self._logits_without_grad(x[:1]).shape[1]
+                self.num_classes = (logits if logits is not None else self._logits_without_grad(x[:1])).shape[1]
             return torch.arange(self.num_classes, device=x.device).expand(n, self.num_classes)
-        logits = self._logits_without_grad(x)
+        logits = (logits if logits is not None else self._logits_without_grad(x)).detach()
         self.num_classes = logits.shape[1]
         if self.top_k > self.num_classes:
             raise ValueError(f"top_k must be in [1, {self.num_classes}] (the number of classes), got {self.top_k}")
@@ -166,7 +255,41 @@ class AdversarialPnml(nn.Module):
 
     def _logits_without_grad(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            logits = self.model(x)
+            return self._checked_logits(self.model(x))
+
+    @staticmethod
+    def _checked_logits(logits: torch.Tensor) -> torch.Tensor:
         if logits.dim() != 2:
             raise ValueError(f"model must return logits of shape (N, C), got shape {tuple(logits.shape)}")
         return logits
+
+
+def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Estimated memory of one input's forward and backward: 3x the bytes of every leaf module's output
+    (activations kept for backward, their gradients, workspace), measured with forward hooks."""
+    total = [x.numel() * x.element_size()]
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return 3 * total[0]
+
+
+def _default_memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+        return available // 4
+    except (OSError, StopIteration):
+        return 4 << 30

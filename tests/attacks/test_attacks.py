@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from advpnml import AdversarialPnml
 from advpnml.attacks import FGSM, PGD, HopSkipJump, Transfer, create_attack, margin
 
-from ..conftest import accuracy
+from ..conftest import CallCounter, accuracy
 
 TOL = 1e-6
 
@@ -112,6 +112,13 @@ def test_early_stop_gives_the_same_accuracy_with_less_work(standard_model, batch
         fooled_first = standard_model(first).argmax(1) != y
     assert (fooled_early | ~fooled_first).all()
     assert abs(accuracy(standard_model, early, y) - accuracy(standard_model, full, y)) <= 2 / len(y)
+    # Per-sample masks: decided samples leave the batch within a restart, so the model sees fewer inputs.
+    counted_full, counted_early = CallCounter(standard_model), CallCounter(standard_model)
+    PGD(0.15, steps=5, step_size=0.05, restarts=3)(counted_full, x, y)
+    PGD(0.15, steps=5, step_size=0.05, restarts=3, early_stop=True)(counted_early, x, y)
+    assert sum(counted_full.batch_sizes) == 3 * 6 * len(y)
+    assert sum(counted_early.batch_sizes) < sum(counted_full.batch_sizes) / 2
+    assert counted_early.batch_sizes[1] < counted_early.batch_sizes[0], "fooled samples leave within the first restart"
 
 
 def test_seeded_and_global_rng_untouched(standard_model, batch):
@@ -158,8 +165,8 @@ def test_negative_eps_is_refused(bad):
 def test_unknown_attack_and_loss():
     with pytest.raises(ValueError, match="unknown attack 'cw'"):
         create_attack("cw", eps=0.1)
-    with pytest.raises(ValueError, match="unknown attack loss 'dlr'"):
-        PGD(0.1, loss="dlr")
+    with pytest.raises(ValueError, match="unknown attack loss 'hinge'"):
+        PGD(0.1, loss="hinge")
 
 
 def test_attacks_refuse_inputs_outside_the_unit_box(standard_model):
@@ -191,3 +198,18 @@ def test_adaptive_attack_through_the_defense(standard_model, batch):
     assert (x_ce - x).abs().max() <= 0.3 + TOL and (x_margin - x).abs().max() <= 0.3 + TOL
     assert accuracy(defense, x_ce, y) < accuracy(defense, x, y) - 0.3
     assert accuracy(defense, x_margin, y) <= 0.1
+
+
+def test_pgd_without_best_tracking_is_the_madry_recursion(standard_model, batch):
+    """keep_best=False returns the last iterate (torchattacks' semantics): equal to the plain recursion."""
+    x, y = batch
+    ours = PGD(0.2, steps=4, step_size=0.05, random_start=False, keep_best=False)(standard_model, x, y)
+    x_adv = x.clone()
+    for _ in range(4):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(standard_model(x_adv), y, reduction="sum"), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + 0.05 * grad.sign(), x - 0.2), x + 0.2).clamp(0, 1)
+    torch.testing.assert_close(ours, x_adv)
+    counter = CallCounter(standard_model)
+    PGD(0.2, steps=4, step_size=0.05, keep_best=False)(counter, x, y)
+    assert counter.batch_sizes == [len(y)] * 4, "no extra forward to judge the last iterate"

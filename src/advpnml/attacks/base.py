@@ -6,29 +6,11 @@ images) and ``x_adv`` stays within ``eps`` of ``x`` in l_inf.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 import torch.nn as nn
 
+from ..modes import eval_mode, frozen_parameters
 from ..validation import check_bounds, check_inputs, check_labels, check_nonnegative
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode and restore each one's own mode afterwards.
-
-    An attack on a model left in train mode would see dropout noise and update BatchNorm
-    statistics; peer libraries either silently do that or flip the mode without restoring it.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.train(training)
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, bounds: tuple[float, float] | None) -> torch.Tensor:
@@ -58,7 +40,7 @@ class Attack:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_inputs(x, self.bounds)
         check_labels(y, x.shape[0])
-        with eval_mode(model):
+        with eval_mode(model), frozen_parameters(model):
             x_adv = self.perturb(model, x.detach(), y.detach().to(x.device))
         return x_adv.detach()
 

@@ -1,0 +1,240 @@
+"""Speed of the defense and of the attacks, as ratios measured in one run (``advpnml bench``).
+
+For H hypotheses the unavoidable work of the defense is one forward of the N inputs, H
+input-gradient backward passes (vector-Jacobian products of that one graph), and one forward of
+the N*H refined inputs. The *floor* is the sum of those three parts, each timed alone (the
+backward part as the faster of the batched-VJP and expanded-batch forms, its graph built outside
+the timer). Every number is the median of repeated runs after warm-up, with CPU threads fixed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attacks import PGD
+from .defense import AdversarialPnml
+from .models import create_model
+
+#: name -> (architecture, its kwargs, input shape, batch on CPU, batch on GPU)
+CASES: dict[str, tuple[str, dict, tuple[int, ...], int, int]] = {
+    "mnist_cnn": ("madry_cnn", {}, (1, 28, 28), 32, 256),
+    "preact_resnet18": ("preact_resnet18", {}, (3, 32, 32), 8, 128),
+    "wrn_28_10": ("wide_resnet", {}, (3, 32, 32), 2, 32),
+}
+#: the many-class case for top-k: the MNIST CNN with a 100-way head
+TOPK_CASE = ("madry_cnn", {"num_classes": 100}, (1, 28, 28), 32, 256)
+
+
+def loop_over_hypotheses(model: nn.Module, x: torch.Tensor, refine_eps: float) -> torch.Tensor:
+    """log q by one forward+backward and one forward of the whole batch per hypothesis (a naive form)."""
+    with torch.no_grad():
+        num_classes = model(x[:1]).shape[1]
+    log_p = []
+    for label in range(num_classes):
+        target = torch.full((x.shape[0],), label, device=x.device)
+        xr = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(xr), target, reduction="sum"), xr)
+        refined = (x - refine_eps * grad.sign()).clamp(0, 1)
+        with torch.no_grad():
+            log_p.append(F.log_softmax(model(refined), 1)[:, label])
+    log_p = torch.stack(log_p, 1)
+    return log_p - log_p.logsumexp(1, keepdim=True)
+
+
+def loop_over_samples(model: nn.Module, x: torch.Tensor, refine_eps: float) -> torch.Tensor:
+    """log q one sample and one hypothesis at a time: the structure of the paper's reference code."""
+    return torch.cat([loop_over_hypotheses(model, x[i : i + 1], refine_eps) for i in range(x.shape[0])])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_rounds(fns: dict[str, Callable[[], Any] | tuple[Callable[[Any], Any], Callable[[], Any]]], device: torch.device,
+                   repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each function, measured in interleaved rounds (one run of each per round).
+
+    On a shared or thermally throttled machine speed drifts over seconds; interleaving makes every
+    ratio compare runs taken at the same time. A ``(fn, setup)`` pair times ``fn(setup())`` only.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, entry in fns.items():
+            fn, setup = entry if isinstance(entry, tuple) else (entry, None)
+            arg = setup() if setup is not None else None
+            _sync(device)
+            start = time.perf_counter()
+            fn(arg) if setup is not None else fn()
+            _sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def floor_functions(model: nn.Module, x: torch.Tensor, hypotheses: int) -> dict[str, Any]:
+    """The three unavoidable parts of the defense, as functions to time alone."""
+    n = x.shape[0]
+    labels = torch.arange(hypotheses, device=x.device).expand(n, hypotheses)
+    expanded = x.unsqueeze(1).expand(n, hypotheses, *x.shape[1:]).reshape(n * hypotheses, *x.shape[1:])
+
+    def forward_with_graph():
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            return xr, model(xr)
+
+    def shared_graph():
+        xr, logits = forward_with_graph()
+        cot = logits.detach().softmax(-1).unsqueeze(0) - F.one_hot(labels.t(), logits.shape[1]).to(logits.dtype)
+        return xr, logits, cot
+
+    def expanded_graph():
+        with torch.enable_grad():
+            xr = expanded.detach().requires_grad_(True)
+            return xr, F.cross_entropy(model(xr), labels.reshape(-1), reduction="sum")
+
+    def refined_forward():
+        with torch.no_grad():
+            model(expanded)
+
+    return {
+        "floor_forward_x": forward_with_graph,
+        "floor_vjp_batched": (lambda g: torch.autograd.grad(g[1], g[0], grad_outputs=g[2], is_grads_batched=True), shared_graph),
+        "floor_backward_expanded": (lambda g: torch.autograd.grad(g[1], g[0]), expanded_graph),
+        "floor_forward_refined": refined_forward,
+    }
+
+
+def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, device: torch.device,
+               repeats: int = 5, refine_eps: float = 0.1, loops: bool = True, pgd: bool = True,
+               top_ks: tuple[int, ...] = (1, 3, 5), log: Callable[[str], None] = print) -> dict[str, Any]:
+    """All measurements of one model (random weights; speed does not depend on them)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(arch, **kwargs).to(device).eval()
+        x = torch.rand(batch, *shape, device=device)
+    with torch.no_grad():
+        num_classes = model(x[:1]).shape[1]
+    defense = AdversarialPnml(model, refine_eps, check_inputs=False)
+    expanded = AdversarialPnml(model, refine_eps, check_inputs=False, gradient_mode="expanded")
+    tops = {k: AdversarialPnml(model, refine_eps, top_k=k, check_inputs=False) for k in (*[k for k in top_ks if k < num_classes], num_classes)}
+
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                return fn(x)
+        return run
+
+    fns: dict[str, Any] = {"base_forward": no_grad(model), "defense": no_grad(defense), "defense_expanded": no_grad(expanded),
+                           **floor_functions(model, x, num_classes), **{f"top{k}": no_grad(m) for k, m in tops.items()}}
+    times = measure_rounds(fns, device, repeats)
+    row: dict[str, Any] = {"model": name, "arch": arch, "batch": batch, "classes": num_classes}
+    row.update({f"{key}_s": value for key, value in times.items()})
+    row["floor_s"] = row["floor_forward_x_s"] + min(row["floor_vjp_batched_s"], row["floor_backward_expanded_s"]) + row["floor_forward_refined_s"]
+    row["defense_over_floor"] = row["defense_s"] / row["floor_s"]
+    row["defense_over_base"] = row["defense_s"] / row["base_forward_s"]
+    for k in tops:
+        row[f"top{k}_speedup"] = row["defense_s"] / row[f"top{k}_s"]
+    if loops:
+        slow = measure_rounds({"defense": no_grad(defense), "loop_hypotheses": lambda: loop_over_hypotheses(model, x, refine_eps),
+                               "loop_samples": lambda: loop_over_samples(model, x, refine_eps)}, device, max(1, min(repeats, 3)))
+        row["loop_hypotheses_s"], row["loop_samples_s"] = slow["loop_hypotheses"], slow["loop_samples"]
+        row["speedup_vs_loop_hypotheses"] = slow["loop_hypotheses"] / slow["defense"]
+        row["speedup_vs_loop_samples"] = slow["loop_samples"] / slow["defense"]
+    if pgd:
+        row.update(bench_pgd(model, x, device, repeats))
+    log(f"  {name}: defense {1e3 * row['defense_s']:.1f} ms = {row['defense_over_floor']:.2f}x floor")
+    return row
+
+
+def bench_pgd(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int, steps: int = 10) -> dict[str, Any]:
+    """PGD-10 images per second, ours and torchattacks' (when importable) on the same model and settings."""
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    # keep_best=False: the last iterate, as torchattacks returns (equal work); the default also
+    # judges the last iterate to keep each sample's best one (one more forward).
+    ours = PGD(8 / 255, steps, 2 / 255, keep_best=False)
+    best = PGD(8 / 255, steps, 2 / 255)
+    fns = {"ours": lambda: ours(model, x, y), "ours_keep_best": lambda: best(model, x, y)}
+    try:
+        import torchattacks
+
+        theirs = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=True)
+        fns["torchattacks"] = lambda: theirs(x, y)
+    except ImportError:
+        pass
+    times = measure_rounds(fns, device, repeats)
+    out: dict[str, Any] = {f"pgd_{name}_img_per_s": x.shape[0] / t for name, t in times.items()}
+    out.setdefault("pgd_torchattacks_img_per_s", None)
+    if out["pgd_torchattacks_img_per_s"]:
+        out["pgd_ours_over_torchattacks"] = out["pgd_ours_img_per_s"] / out["pgd_torchattacks_img_per_s"]
+    return out
+
+
+def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "cpu", threads: int | None = None,
+                  repeats: int = 5, batch: int | None = None, out: str | os.PathLike | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case)."""
+    device = torch.device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    names = cases or list(CASES) + ["mnist_cnn_100"]
+    unknown = set(names) - set(CASES) - {"mnist_cnn_100"}
+    if unknown:
+        raise ValueError(f"unknown benchmark case(s) {sorted(unknown)}; expected: {', '.join([*CASES, 'mnist_cnn_100'])}")
+    rows = []
+    start = time.perf_counter()
+    for name in names:
+        arch, kwargs, shape, cpu_batch, gpu_batch = TOPK_CASE if name == "mnist_cnn_100" else CASES[name]
+        size = batch or (gpu_batch if device.type == "cuda" else cpu_batch)
+        many = name == "mnist_cnn_100"
+        rows.append(bench_case(name, arch, kwargs, shape, size, device, repeats, loops=not many, pgd=not many, log=log))
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
+        "seconds": time.perf_counter() - start, "rows": rows,
+    }
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _number(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The benchmark as a Markdown table (times in ms, ratios as x)."""
+    def ms(v):
+        return "-" if v is None else f"{1e3 * v:.1f}"
+
+    def ratio(v):
+        return "-" if v is None else f"{v:.2f}x"
+
+    lines = [f"device: {result['device']}, {result['threads']} threads, torch {result['torch']}, median of {result['repeats']}",
+             "",
+             "| model | batch x C | base fwd ms | defense ms | floor ms | defense / floor | vs loop over hypotheses | "
+             "vs per-sample loop | top-1 / top-3 / top-5 speed-up | PGD-10 img/s ours | torchattacks | ours / theirs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        tops = " / ".join(ratio(r.get(f"top{k}_speedup")) for k in (1, 3, 5))
+        theirs = r.get("pgd_torchattacks_img_per_s")
+        lines.append(
+            f"| {r['model']} | {r['batch']} x {r['classes']} | {ms(r['base_forward_s'])} | {ms(r['defense_s'])} | {ms(r['floor_s'])} | "
+            f"{ratio(r['defense_over_floor'])} | {ratio(r.get('speedup_vs_loop_hypotheses'))} | {ratio(r.get('speedup_vs_loop_samples'))} | "
+            f"{tops} | {_number(r.get('pgd_ours_img_per_s'))} | {_number(theirs)} | "
+            f"{ratio(r.get('pgd_ours_over_torchattacks'))} |"
+        )
+    return "\n".join(lines)
