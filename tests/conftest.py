@@ -76,3 +76,17 @@ def standard_model() -> nn.Module:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
+
+
+@pytest.fixture(scope="session")
+def robust_model() -> nn.Module:
+    """A small Madry CNN PGD-trained for 2 epochs at eps 0.3 on the embedded subset (seconds on CPU)."""
+    from advpnml.training import TrainConfig, train
+
+    config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.25}, method="pgd", epochs=2, batch_size=50, optimizer="adam",
+                         lr=2e-3, weight_decay=0.0, eps=0.3, attack_steps=5, attack_step_size=0.1, eps_warmup_epochs=1)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = train(config, advpnml.load_dataset("mnist5k", "train"), tmp, progress=False, log=lambda s: None)
+    return model.eval()

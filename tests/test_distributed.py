@@ -83,7 +83,7 @@ def test_sharded_evaluation_merges_to_the_single_process_report_even_after_a_ran
         '[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\nparams = { steps = 5, step_size = 0.03 }\ndefense = "transfer"\n'
         '[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = { steps = 30, step_size = 0.01 }\nbase = false\n'
     )
-    args = ["evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--samples", "20", "--device", "cpu"]
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--samples", "20", "--device", "cpu", "--checks", "0"]
     subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
     one = _records(tmp_path / "one" / "records.jsonl")
 

@@ -73,7 +73,7 @@ def test_a_killed_run_resumes_with_no_sample_lost_or_counted_twice(standard_mode
         '[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = { steps = 10, step_size = 0.02 }\nbase = false\n'
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "advpnml", "evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--n", "16"]
+    args = [sys.executable, "-m", "advpnml", "evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--n", "16", "--checks", "0"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = killed / "records.jsonl"

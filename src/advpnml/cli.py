@@ -16,7 +16,7 @@ from .defense import AdversarialPnml
 from .distributed import init_distributed, shutdown_distributed
 from .evaluation import EvalSettings, evaluate, resolve_device
 from .models import CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external
-from .reporting import markdown_table, write_report
+from .reporting import markdown_table, summary_table, write_report
 from .training import TrainConfig, train
 
 
@@ -28,6 +28,20 @@ def _add_data_args(p: argparse.ArgumentParser, default_split: str = "test") -> N
     # "--samples": under torchrun a bare "--n" is an ambiguous abbreviation of torchrun's own options.
     p.add_argument("--samples", "--n", dest="n", type=int, default=None, help="use the first N samples")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: %(default)s)")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eps", type=float, default=None, help="attack radius (default: the config's)")
+    p.add_argument("--lam", type=float, default=None, help="refinement strength (default: the config's)")
+    p.add_argument("--attacks", default=None, help="comma-separated columns to run, e.g. FGSM,PGD")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. PGD.restarts=2 or Adaptive.steps=100")
+    p.add_argument("--suite", default="paper", choices=("paper", "strong"),
+                   help="paper: the paper's attacks + margin adaptive; strong: + APGD-CE/APGD-T (transfer and adaptive), "
+                        "joint hypotheses, Square (default: %(default)s)")
+    p.add_argument("--checks", type=int, default=50, metavar="N",
+                   help="gradient-masking checks on the first N samples, in the report (0: skip; default: %(default)s)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -107,20 +121,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    config = apply_overrides(load_config(args.config), args.set or [])
+def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attacks: list[str] | None = None):
+    """Model, dataset and evaluation settings from a preset plus the command line (evaluate, reproduce)."""
+    config = apply_overrides(load_config(config_name), args.set or [])
     evaluation = config.get("evaluation", {})
     model, meta = _load_model(args)
     name = args.dataset or config.get("dataset") or meta.get("dataset")
     n = args.n if args.n is not None else evaluation.get("n")
     dataset = load_dataset(name, args.split, args.data_dir, args.download, n)
-    lam = None if args.no_defense else (args.lam if args.lam is not None else config.get("defense", {}).get("refine_eps"))
+    lam = None if getattr(args, "no_defense", False) else (args.lam if args.lam is not None else config.get("defense", {}).get("refine_eps"))
+    columns = args.attacks.split(",") if args.attacks else default_attacks
     settings = EvalSettings(
         dataset=name, split=args.split, n=len(dataset), eps=args.eps if args.eps is not None else evaluation["eps"],
-        refine_eps=lam, attacks=attack_specs(config, args.attacks.split(",") if args.attacks else None),
+        refine_eps=lam, attacks=attack_specs(config, columns, getattr(args, "suite", "paper")),
         refine_steps=config.get("defense", {}).get("refine_steps", 1), top_k=config.get("defense", {}).get("top_k"),
         batch_size=args.batch_size or evaluation.get("batch_size", 100), seed=args.seed, model=str(args.checkpoint),
     )
+    return config, model, dataset, settings, name
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    config, model, dataset, settings, name = _evaluation_setup(args, args.config)
+    lam = settings.refine_eps
     out = Path(args.out or f"runs/eval-{name}")
     ctx, device = init_distributed(resolve_device(args.device))
     say = print if ctx.is_main else (lambda *a, **k: None)
@@ -136,10 +158,101 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not ctx.is_main:
         return 0
     paper = config.get("paper") if name == config.get("dataset") else None  # the paper's numbers only beside the same dataset
-    paths = write_report(result, out, paper=paper)
+    checks = []
+    if args.checks > 0:
+        from .masking import masking_checks
+
+        head = [dataset[i] for i in range(min(args.checks, len(dataset)))]
+        x, y = torch.stack([h[0] for h in head]).to(device), torch.as_tensor([int(h[1]) for h in head]).to(device)
+        print(f"\ngradient-masking checks on {len(y)} samples:")
+        checks = masking_checks(model.to(device), x, y, settings.eps, lam, result, dataset.info.bounds, log=print,
+                                refine_steps=settings.refine_steps, top_k=settings.top_k)
+    paths = write_report(result, out, paper=paper, checks=checks)
     print()
     print(markdown_table(result, paper))
+    print()
+    print(summary_table(result))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def cmd_toy(args: argparse.Namespace) -> int:
+    from .experiments.toy import run_toy
+
+    run_toy(args.out, args.config, args.set, resolve_device(args.device), args.seed)
+    return 0
+
+
+def cmd_table1(args: argparse.Namespace) -> int:
+    args.config = args.dataset
+    args.out = args.out or f"runs/table1-{args.dataset}"
+    return cmd_evaluate(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments.sweeps import parse_steps, run_sweep
+
+    key = args.param.replace("-", "_")
+    config, model, dataset, settings, name = _evaluation_setup(args, args.config, default_attacks=None)
+    if args.param != "hsja-eps" and not args.attacks:
+        settings.attacks = [s for s in settings.attacks if s.attack != "hsja"]  # HSJA has its own sweep (Fig. 6)
+    raw = args.values.split(",") if args.values else config.get("sweeps", {}).get(key)
+    if not raw:
+        raise ValueError(f"no values for --param {args.param}: pass --values or add [sweeps] {key} = [...] to the config")
+    values = [v.strip() if isinstance(v, str) else v for v in raw]
+    if args.param == "steps":
+        for v in values:
+            parse_steps(v)
+    else:
+        values = [int(v) if args.param == "k" else float(v) for v in values]
+    reference = {"eps": settings.eps, "hsja_eps": settings.eps, "lam": settings.refine_eps}.get(key)
+    out = Path(args.out or f"runs/sweep-{name}-{args.param}")
+    print(f"sweep over {args.param} = {values} on {name} ({len(dataset)} samples) -> {out}")
+    run_sweep(model, dataset, settings, args.param, values, out, resolve_device(args.device), reference)
+    print(f"wrote {out / ('sweep_' + args.param)}.md/.csv/.json/.png/.pdf")
+    return 0
+
+
+def cmd_adaptive_training(args: argparse.Namespace) -> int:
+    from .experiments.adaptive_training import run_adaptive_training
+
+    lams = tuple(float(v) for v in args.lams.split(","))
+    run_adaptive_training(args.out, args.checkpoint, args.source, args.dataset, args.data_dir, lams, args.epochs, args.attack_steps,
+                          train_samples=args.train_samples, n=args.n, device=resolve_device(args.device))
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .detection import run_detection
+
+    config = apply_overrides(load_config(args.config), args.set or [])
+    model, meta = _load_model(args)
+    name = args.dataset or config.get("dataset") or meta.get("dataset")
+    dataset = load_dataset(name, args.split, args.data_dir, args.download, args.n or config.get("evaluation", {}).get("n"))
+    device = resolve_device(args.device)
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(device)
+    y = torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))]).to(device)
+    lam = args.lam if args.lam is not None else config["defense"]["refine_eps"]
+    eps = args.eps if args.eps is not None else config["evaluation"]["eps"]
+    out = Path(args.out or f"runs/detect-{name}")
+    print(f"regret detector on {name} ({len(y)} samples), lambda {lam}, eps {eps}, attacks of {args.steps} steps -> {out}")
+    run_detection(model.to(device).eval(), x, y, lam, eps, out, steps=args.steps, beta=args.beta, bounds=dataset.info.bounds,
+                  batch_size=args.batch_size)
+    print((out / "detect.md").read_text())
+    print(f"wrote {out / 'detect.md'}, {out / 'detect.json'}, {out / 'detect_roc.png'} (and .pdf)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import format_table, run_benchmark
+
+    device = resolve_device(args.device)
+    cases = args.models.split(",") if args.models else None
+    print(f"benchmarking on {device} with {args.threads or torch.get_num_threads()} threads, median of {args.repeats} runs")
+    result = run_benchmark(cases, device, args.threads, args.repeats, args.batch, args.out)
+    print()
+    print(format_table(result))
+    print(f"\n{result['seconds']:.0f} s; wrote {args.out}")
     return 0
 
 
@@ -183,16 +296,78 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--config", default="mnist5k", help=f"preset ({', '.join(list_configs())}) or a .toml file")
     _add_data_args(p)
-    p.add_argument("--eps", type=float, default=None, help="attack radius (default: the config's)")
-    p.add_argument("--lam", type=float, default=None, help="refinement strength (default: the config's)")
+    _add_eval_args(p)
     p.add_argument("--no-defense", action="store_true", help="evaluate the base model only")
-    p.add_argument("--attacks", default=None, help="comma-separated columns to run, e.g. FGSM,PGD")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (records.jsonl, results.md/.csv/.json)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming OUT/records.jsonl")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. PGD.restarts=2 or Adaptive.steps=100")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("toy", help="the paper's 2-D toy example (Fig. 1): table and probability-surface figure")
+    p.add_argument("--out", default="runs/toy")
+    p.add_argument("--config", default="toy2d", help="preset or .toml (default: %(default)s)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. defense.refine_eps=0.4")
+    p.set_defaults(func=cmd_toy)
+
+    p = sub.add_parser("reproduce", help="the paper's Table 1, sweeps (Figs. 2-4, 6, 7) and the adaptive-training comparison")
+    experiments = p.add_subparsers(dest="experiment", required=True)
+    q = experiments.add_parser("table1", help="Table 1's rows for base and defense, the paper's numbers beside ours")
+    q.add_argument("--dataset", "--data", dest="dataset", required=True, choices=("mnist", "cifar10", "imagenet", "mnist5k"))
+    _add_model_args(q)
+    q.add_argument("--split", default="test")
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--download", action="store_true")
+    q.add_argument("--samples", "--n", dest="n", type=int, default=None, help="use the first N samples")
+    q.add_argument("--device", default="auto")
+    _add_eval_args(q)
+    q.add_argument("--out", default=None)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_table1)
+    q = experiments.add_parser("sweep", help="base vs defense over eps, lam, steps, k or HSJA eps: table and line plot")
+    q.add_argument("--param", required=True, choices=("eps", "lam", "steps", "k", "hsja-eps"))
+    q.add_argument("--values", default=None, help="comma-separated (default: the config's [sweeps] values); steps as 2x0.015")
+    _add_model_args(q)
+    q.add_argument("--config", default="mnist5k", help=f"preset ({', '.join(list_configs())}) or a .toml file")
+    _add_data_args(q)
+    _add_eval_args(q)
+    q.add_argument("--out", default=None)
+    q.set_defaults(func=cmd_sweep)
+    q = experiments.add_parser("adaptive-training", help="PGD-trained vs fine-tuned against the adaptive attack, over lambda")
+    q.add_argument("--checkpoint", default=None, help="a PGD-trained model (default: train the mnist5k recipe)")
+    q.add_argument("--source", default=None, help="read --checkpoint as an external file, e.g. advertorch_lenet5")
+    q.add_argument("--dataset", "--data", dest="dataset", default="mnist5k", choices=("mnist5k", "mnist"))
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--lams", default="0.01,0.03,0.1,0.2", help="comma-separated lambdas (default: %(default)s)")
+    q.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs against the adaptive attack (default: %(default)s)")
+    q.add_argument("--attack-steps", type=int, default=5, help="PGD steps of the fine-tuning attack (default: %(default)s)")
+    q.add_argument("--train-samples", type=int, default=4000)
+    q.add_argument("--samples", "--n", dest="n", type=int, default=200, help="test samples (default: %(default)s)")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--out", default="runs/adaptive-training")
+    q.set_defaults(func=cmd_adaptive_training)
+
+    p = sub.add_parser("detect", help="the pNML regret as an adversarial-input detector: ROC AUC, detection at 5% FPR, ROC plot")
+    _add_model_args(p)
+    p.add_argument("--config", default="mnist5k", help=f"preset ({', '.join(list_configs())}) or a .toml file")
+    _add_data_args(p)
+    p.add_argument("--eps", type=float, default=None)
+    p.add_argument("--lam", type=float, default=None)
+    p.add_argument("--steps", type=int, default=40, help="steps of each attack (default: %(default)s)")
+    p.add_argument("--beta", type=float, default=1.0, help="regret weight of the detector-aware attack (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("bench", help="speed of the defense vs its floor and naive loops, top-k, PGD vs torchattacks")
+    p.add_argument("--models", default=None, help="comma-separated: mnist_cnn, preact_resnet18, wrn_28_10, mnist_cnn_100 (default: all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement, after one warm-up (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=None, help="batch size for every model (default: per model and device)")
+    p.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="train a small robust MNIST model on the embedded data and evaluate base vs defense")
     p.add_argument("--out", default="runs/demo")

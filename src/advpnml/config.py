@@ -49,7 +49,8 @@ def parse_value(text: str) -> Any:
 def apply_overrides(config: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     """``KEY.PATH=VALUE`` assignments; an attack's parameters are addressed by its column, e.g. ``PGD.restarts=2``."""
     config = copy.deepcopy(config)
-    attacks = {a["column"].lower(): a for a in config.get("evaluation", {}).get("attacks", [])}
+    evaluation = config.get("evaluation", {})
+    attacks = {a["column"].lower(): a for a in evaluation.get("attacks", []) + evaluation.get("strong", [])}
     for assignment in assignments:
         if "=" not in assignment:
             raise ValueError(f"override {assignment!r} must look like KEY=VALUE (e.g. PGD.restarts=2 or defense.refine_eps=0.2)")
@@ -71,10 +72,24 @@ def apply_overrides(config: dict[str, Any], assignments: list[str]) -> dict[str,
     return config
 
 
-def attack_specs(config: dict[str, Any], only: list[str] | None = None) -> list[AttackSpec]:
-    """The evaluation's attack columns, optionally restricted to the named ones (case-insensitive)."""
+SUITES = ("paper", "strong")
+
+
+def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: str = "paper") -> list[AttackSpec]:
+    """The evaluation's attack columns, optionally restricted to the named ones (case-insensitive).
+
+    ``suite="paper"``: the preset's ``[[evaluation.attacks]]`` (the paper's columns and the margin
+    adaptive attack); ``"strong"``: those plus ``[[evaluation.strong]]`` (APGD-CE / APGD-T transferred
+    and adaptive, the joint-hypotheses attack, Square).
+    """
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; expected one of: {', '.join(SUITES)}")
+    evaluation = config.get("evaluation", {})
+    entries = evaluation.get("attacks", []) + (evaluation.get("strong", []) if suite == "strong" else [])
+    if suite == "strong" and not evaluation.get("strong"):
+        raise ValueError("this config has no [[evaluation.strong]] attacks; the built-in presets define them")
     specs = []
-    for entry in config.get("evaluation", {}).get("attacks", []):
+    for entry in entries:
         defense = entry.get("defense", "direct")
         specs.append(AttackSpec(entry["column"], entry["attack"], dict(entry.get("params", {})), bool(entry.get("base", True)),
                                 None if defense in (None, "none", False) else defense))

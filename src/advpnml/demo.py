@@ -15,7 +15,7 @@ from .config import attack_specs, load_config
 from .data import load_dataset
 from .evaluation import EvalSettings, evaluate
 from .models import load_checkpoint
-from .reporting import markdown_table, write_report
+from .reporting import markdown_table, summary_table, write_report
 from .training import TrainConfig, train
 
 
@@ -50,8 +50,14 @@ def run_demo(out: Path, device: torch.device, retrain: bool = False, n: int | No
     paths = write_report(result, out / "eval")
     print()
     print(markdown_table(result))
-    print(f"\nfinished in {time.perf_counter() - start:.0f} s. Results: {paths['md']} (also .csv, .json); "
-          f"training curves: {out / 'model' / 'metrics.png'}")
-    print("Full scale: advpnml train --config mnist --data-dir DATA && "
-          "advpnml evaluate --config mnist --data-dir DATA --checkpoint runs/train-mnist-pgd/model.pt --device cuda")
+    print()
+    print(summary_table(result))
+    print(f"\nfinished in {time.perf_counter() - start:.0f} s.")
+    print(f"  table:           {paths['md']} (also .csv, .json; per-sample records in {out / 'eval' / 'records.jsonl'})")
+    print(f"  figures:         {paths['png']} (bars per attack), {out / 'model' / 'metrics.png'} (training curves)")
+    print("Next steps:")
+    print("  stronger attacks:   advpnml evaluate --checkpoint " f"{checkpoint} --suite strong --out runs/strong")
+    print("  the toy example:    advpnml toy;   sweeps: advpnml reproduce sweep --param eps --checkpoint " f"{checkpoint}")
+    print("  full scale (GPU):   advpnml train --config mnist --data-dir DATA && advpnml reproduce table1 --dataset mnist "
+          "--data-dir DATA --checkpoint runs/train-mnist-pgd/model.pt --device cuda")
     return 0

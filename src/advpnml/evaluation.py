@@ -135,7 +135,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def _build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
+def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
+    """The attack object of one column at radius ``eps`` (``spec.params`` may override eps)."""
     params = {"eps": eps, "bounds": bounds, **spec.params, "seed": seed}
     return create_attack(spec.attack, **params)
 
@@ -338,7 +339,7 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings) -> dict[str, 
     for spec in settings.attacks:
         base_adv = None
         if spec.base or spec.defense == "transfer":
-            attack = _build_attack(spec, settings.eps, bounds, seed)
+            attack = build_attack(spec, settings.eps, bounds, seed)
             base_adv = timed(f"base/{spec.column}", lambda: attack(models["base"], x, y))
             if hasattr(attack, "queries") and attack.queries is not None:
                 queries[f"base/{spec.column}"] = attack.queries.cpu()
@@ -348,7 +349,7 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings) -> dict[str, 
             if spec.defense == "transfer":
                 pred["defense"][spec.column] = timed(f"defense/{spec.column}", lambda: _predict(models["defense"], base_adv))
             else:
-                attack = _build_attack(spec, settings.eps, bounds, seed)
+                attack = build_attack(spec, settings.eps, bounds, seed)
                 adv = timed(f"defense/{spec.column}", lambda: attack(models["defense"], x, y))
                 if hasattr(attack, "queries") and attack.queries is not None:
                     queries[f"defense/{spec.column}"] = attack.queries.cpu()

@@ -32,6 +32,94 @@ def markdown_table(result: EvalResult, paper: dict[str, dict[str, float]] | None
     return "\n".join(lines)
 
 
+BLACK_BOX = ("hsja", "square")
+
+
+def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]:
+    """Croce et al. (ICML 2022)'s layout: per model, clean accuracy and the per-sample worst case over
+    each family of attacks (static: on the base model; transfer: base-model examples given to the
+    defense; adaptive: white-box through the defense; black-box), and over all of them."""
+    families: dict[str, dict[str, list[str]]] = {"base": {}, "defense": {}}
+    for spec in result.settings.attacks:
+        if spec.base:
+            families["base"].setdefault("black-box" if spec.attack in BLACK_BOX else "static", []).append(spec.column)
+        if spec.defense == "transfer":
+            families["defense"].setdefault("transfer", []).append(spec.column)
+        elif spec.defense == "direct":
+            families["defense"].setdefault("black-box" if spec.attack in BLACK_BOX else "adaptive", []).append(spec.column)
+    summary = {}
+    for row in result.rows():
+        natural = result.correct(row, "Natural")
+        entry: dict[str, float | None] = {"clean": natural.float().mean().item()}
+        for family in ("static", "transfer", "adaptive", "black-box"):
+            columns = families[row].get(family)
+            if columns:
+                ok = natural.clone()
+                for column in columns:
+                    ok &= result.correct(row, column)
+                entry[family] = ok.float().mean().item()
+            else:
+                entry[family] = None
+        entry["worst case"] = result.robust(row).float().mean().item()
+        summary[row] = entry
+    return summary
+
+
+def inference_cost(result: EvalResult) -> dict[str, dict[str, Any]]:
+    """Passes per input and measured seconds per sample of the base model and the defense (natural inputs)."""
+    n = max(len(result.records), 1)
+    s = result.settings
+    cost = {"base": {"passes": "1 forward", "ms_per_sample": 1e3 * result.timings.get("base/Natural", float("nan")) / n}}
+    if s.refine_eps is not None:
+        h = "k = %d" % s.top_k if s.top_k else "C"
+        steps = f" + {s.refine_steps - 1} more refinement steps on the H refined inputs" if s.refine_steps > 1 else ""
+        cost["defense"] = {"passes": f"1 forward + H input-gradient backward passes (VJPs of that forward) + H forwards, H = {h}{steps}",
+                           "ms_per_sample": 1e3 * result.timings.get("defense/Natural", float("nan")) / n}
+    return cost
+
+
+def summary_table(result: EvalResult) -> str:
+    """The Croce et al. layout as Markdown, with the inference cost beside each model."""
+    summary, cost = robustness_summary(result), inference_cost(result)
+    columns = ["clean", "static", "transfer", "adaptive", "black-box", "worst case"]
+    lines = ["| Model | " + " | ".join(columns) + " | inference | ms / sample |", "|---|" + "---|" * (len(columns) + 2)]
+    for row, entry in summary.items():
+        c = cost.get(row, {})
+        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(_pct(entry.get(k)) for k in columns)
+                     + f" | {c.get('passes', '-')} | {c.get('ms_per_sample', float('nan')):.2f} |")
+    if "base" in summary and "defense" in summary:
+        gain = summary["defense"]["worst case"] - summary["base"]["worst case"]
+        verdict = ("the defense raises" if gain > 0 else "the defense does not raise") + " the per-sample worst case"
+        lines += ["", f"Worst case, defense minus base: {100 * gain:+.1f} points: {verdict} under these attacks."]
+    return "\n".join(lines)
+
+
+def plot_results(result: EvalResult, path_stem: Path) -> Path:
+    """Grouped bars: accuracy of each model under each attack and the per-sample worst case (PNG and PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .experiments.plotting import save_figure
+
+    table = result.accuracy()
+    columns = result.columns() + ["Best attack"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns)), 4))
+    width = 0.8 / max(len(table), 1)
+    for i, (row, accs) in enumerate(table.items()):
+        xs = [j + (i - (len(table) - 1) / 2) * width for j in range(len(columns))]
+        values = [100 * accs[c] if accs.get(c) is not None else 0.0 for c in columns]
+        bars = ax.bar(xs, values, width, label=ROW_NAMES.get(row, row))
+        for bar, c in zip(bars, columns):
+            label = "n/a" if accs.get(c) is None else f"{100 * accs[c]:.0f}"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
+    ax.set(ylabel="accuracy (%)", ylim=(0, 110), title=f"{result.settings.dataset}: {len(result.records)} samples, eps {result.settings.eps:g}")
+    ax.legend(loc="lower left", fontsize=8)
+    return save_figure(fig, path_stem)[0]
+
+
 def environment() -> dict[str, Any]:
     """Versions and hardware, written with every result."""
     from . import __version__
@@ -48,7 +136,7 @@ def environment() -> dict[str, Any]:
 
 
 def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None,
-                 paper: dict[str, dict[str, float]] | None = None) -> dict[str, Path]:
+                 paper: dict[str, dict[str, float]] | None = None, checks: list | None = None) -> dict[str, Path]:
     """Write ``results.md``, ``results.csv`` and ``results.json`` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,12 +146,20 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
     md = [f"# Robust accuracy on {result.settings.dataset} ({result.settings.split}, {n} samples, eps={result.settings.eps:g})", "",
           markdown_table(result, paper), "",
           "Best attack: a sample counts as robust only if it is classified correctly naturally and under every attack (per-sample worst case).", "",
-          "## Attacks", ""]
+          "## Summary (Croce et al. 2022 layout)", "", summary_table(result), "",
+          "static: attacks on the base model; transfer: base-model examples given to the defense; adaptive: white-box "
+          "attacks through the defense (identity backward through the refinement); black-box: decision- or score-based "
+          "attacks on the defense; worst case: per sample, over everything run.", ""]
+    if checks:
+        md += ["## Gradient-masking checks", "", *[f"- `{c.status.upper()}` {ROW_NAMES.get(c.row, c.row)}: **{c.name}**: {c.detail}"
+                                                    for c in checks], ""]
+    md += ["## Attacks", ""]
     for spec in result.settings.attacks:
         md.append(f"- **{spec.column}**: `{spec.attack}` {json.dumps(spec.params)}; base: {spec.base}; defense: {spec.defense or '-'}")
     md += ["", "## Time (seconds)", "", "| Row/column | Seconds |", "|---|---|"]
     md += [f"| {k} | {v:.1f} |" for k, v in result.timings.items()]
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
+    paths["png"] = plot_results(result, out / "results")
     paths["md"].write_text("\n".join(md) + "\n")
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
@@ -75,6 +171,8 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
     summary = {
         "settings": settings, "samples": n, "accuracy": table, "timings_s": result.timings,
         "worst_attack_counts": {row: {k or "robust": names.count(k) for k in set(names)} for row, names in worst.items()},
+        "summary": robustness_summary(result), "inference_cost": inference_cost(result),
+        "masking_checks": [vars(c) for c in checks or []],
         "environment": environment(), **(extra or {}),
     }
     paths["json"].write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 from .attacks import PGD, project
 from .defense import AdversarialPnml
 from .distributed import DistContext
-from .models import create_model, read_checkpoint, save_checkpoint
+from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint
+from .models.checkpoint import load_weights
 from .models.registry import to_plain
 from .validation import check_nonnegative
 
@@ -54,6 +55,8 @@ class TrainConfig:
     adaptive_epochs: int = 0               # last epochs: attack the defended model end to end
     refine_eps: float = 0.1                # lambda of the defense used by adaptive epochs
     seed: int = 0
+    init_from: str | None = None           # fine-tune: start from this checkpoint's weights instead of a random init
+    init_source: str | None = None         # read init_from as an external file (see advpnml.models.EXTERNAL_SOURCES)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -159,6 +162,10 @@ def train(
     with torch.random.fork_rng(devices=[]):  # seeded initialization without touching the caller's RNG
         torch.manual_seed(config.seed)
         model = create_model(config.arch, **(config.arch_kwargs or {}))
+    if config.init_from:
+        initial = (load_external(config.init_from, config.init_source) if config.init_source
+                   else load_checkpoint(config.init_from)[0])
+        load_weights(model, initial.state_dict(), source=config.init_from, arch=config.arch)
     optimizer = _optimizer(model, config)
     history: list[dict[str, float]] = []
     start_epoch = 0

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from .apgd import APGD, APGDT
 from .base import Attack, eval_mode, project
 from .fgsm import FGSM
 from .hsja import HopSkipJump
-from .losses import LOSSES, attack_objective, cross_entropy, margin
+from .joint import JointHypotheses
+from .losses import LOSSES, attack_objective, cross_entropy, dlr, dlr_targeted, margin
 from .pgd import PGD
+from .square import Square
 from .transfer import Transfer
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "hsja": HopSkipJump}
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "square": Square, "hsja": HopSkipJump,
+                                    "joint": JointHypotheses}
 
 
 def create_attack(name: str, **params: Any) -> Attack:
@@ -27,5 +31,5 @@ def create_attack(name: str, **params: Any) -> Attack:
         raise ValueError(f"bad parameters for attack {name!r}: {err}") from None
 
 
-__all__ = ["ATTACKS", "Attack", "FGSM", "HopSkipJump", "LOSSES", "PGD", "Transfer", "attack_objective", "create_attack",
-           "cross_entropy", "eval_mode", "margin", "project"]
+__all__ = ["APGD", "APGDT", "ATTACKS", "Attack", "FGSM", "HopSkipJump", "JointHypotheses", "LOSSES", "PGD", "Square", "Transfer",
+           "attack_objective", "create_attack", "cross_entropy", "dlr", "dlr_targeted", "eval_mode", "margin", "project"]

@@ -1,0 +1,150 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks"), l_inf, with the cross-entropy or DLR loss, and APGD-T.
+
+APGD needs no step size: it starts at 2 eps, adds momentum (alpha = 0.75), and at checkpoints
+(22% of the budget, then shrinking intervals) halves the step and restarts from the best point of
+each sample whose loss stalled or oscillated. APGD-T runs the targeted DLR loss toward each of
+the top ``n_targets`` other classes in turn. Both keep, per sample, the first point that fools
+the model (else the highest-loss point), and skip samples already fooled in later restarts or
+targets. Croce et al. (ICML 2022) used APGD-T through test-time defenses like this one.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..validation import check_positive_int
+from .base import Attack, project
+from .losses import attack_objective, check_loss, dlr_targeted
+
+
+def checkpoints(steps: int) -> list[int]:
+    """Iterations at which APGD may halve its step: the paper's p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), in whole iterations as AutoAttack counts them
+    (first interval 22% of the budget, each next one 3% shorter, never under 6%)."""
+    interval, shrink, shortest = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    marks, at = [], interval
+    while at < steps:
+        marks.append(at)
+        interval = max(interval - shrink, shortest)
+        at += interval
+    return marks
+
+
+class APGD(Attack):
+    """Untargeted APGD (APGD-CE, APGD-DLR) with per-sample restarts.
+
+    Args:
+        eps: l_inf radius. steps: iterations per restart (AutoAttack: 100). restarts: random starts.
+        loss: ``"ce"``, ``"dlr"`` or ``"margin"``. rho: oscillation threshold of the step-size rule (0.75).
+        early_stop: later restarts only for samples not yet fooled.
+    """
+
+    name = "apgd"
+
+    def __init__(self, eps: float, steps: int = 100, restarts: int = 1, loss: str = "ce", rho: float = 0.75, early_stop: bool = True,
+                 bounds=(0.0, 1.0), seed: int = 0) -> None:
+        super().__init__(eps, bounds, seed)
+        self.steps = check_positive_int("steps", steps)
+        self.restarts = check_positive_int("restarts", restarts)
+        self.loss = check_loss(loss)
+        self.rho = float(rho)
+        self.early_stop = bool(early_stop)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gen = self.generator(x.device)
+        best = x.clone()
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for target in self._targets(model, x, y):
+            for _ in range(self.restarts):
+                start = self._random_start(x, gen)  # drawn for the whole batch: a sample's start never depends on others
+                idx = (~fooled).nonzero().squeeze(1) if self.early_stop else torch.arange(x.shape[0], device=x.device)
+                if idx.numel() == 0:
+                    return best
+                adv, loss, hit = self._run(model, x[idx], y[idx], start[idx], None if target is None else target[idx])
+                better = (hit & ~fooled[idx]) | ((hit == fooled[idx]) & (loss > best_loss[idx]))
+                sel = idx[better]
+                best[sel], best_loss[sel], fooled[sel] = adv[better], loss[better], hit[better]
+        return best
+
+    def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor | None]:
+        return [None]
+
+    def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return attack_objective(self.loss, logits, y, targeted=False)
+
+    def _random_start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        t = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        scale = t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+        return project(x + self.eps * t / scale, x, self.eps, self.bounds)  # AutoAttack's start: one coordinate on the sphere
+
+    def _loss_grad(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x_adv)
+            loss = self._objective(logits, y, target)
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+        return loss.detach(), logits.detach(), grad.detach()
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, target: torch.Tensor | None):
+        """One APGD run; returns per sample the point to keep, its loss, and whether it fools the model."""
+        n = x.shape[0]
+        view = (-1, *[1] * (x.dim() - 1))
+        step = torch.full((n,), 2.0 * self.eps, device=x.device, dtype=x.dtype)
+        loss, logits, grad = self._loss_grad(model, x_adv, y, target)
+        fooled = self.fooled(logits, y)
+        x_fool, x_best, grad_best, loss_best = x_adv.clone(), x_adv.clone(), grad.clone(), loss.clone()
+        history = [loss]
+        marks = set(checkpoints(self.steps))
+        last_mark, loss_best_at_mark = 0, loss_best.clone()
+        reduced_at_mark = torch.zeros(n, dtype=torch.bool, device=x.device)
+        x_prev = x_adv
+        for i in range(self.steps):
+            with torch.no_grad():
+                momentum = 0.75 if i > 0 else 1.0
+                z = project(x_adv + step.view(view) * grad.sign(), x, self.eps, self.bounds)
+                x_next = project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x, self.eps, self.bounds)
+                x_prev, x_adv = x_adv, x_next
+            loss, logits, grad = self._loss_grad(model, x_adv, y, target)
+            with torch.no_grad():
+                hit = self.fooled(logits, y) & ~fooled
+                x_fool[hit], fooled = x_adv[hit], fooled | hit
+                improved = loss > loss_best
+                x_best[improved], grad_best[improved], loss_best[improved] = x_adv[improved], grad[improved], loss[improved]
+                history.append(loss)
+                if i + 1 in marks:
+                    window = i + 1 - last_mark
+                    increases = sum((history[t] > history[t - 1]).to(x.dtype) for t in range(len(history) - window, len(history)))
+                    oscillating = increases <= self.rho * window
+                    stalled = ~reduced_at_mark & (loss_best_at_mark >= loss_best)
+                    reduce = oscillating | stalled
+                    step[reduce] /= 2
+                    x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
+                    reduced_at_mark, loss_best_at_mark, last_mark = reduce, loss_best.clone(), i + 1
+        keep = torch.where(fooled.view(view), x_fool, x_best)
+        return keep, loss_best, fooled
+
+
+class APGDT(APGD):
+    """APGD-T: the targeted DLR loss toward each of the ``n_targets`` most likely other classes in turn.
+
+    Success is untargeted (the prediction leaves ``y``), as in AutoAttack; the targets only give
+    the attack directions that cross-entropy misses.
+    """
+
+    name = "apgd-t"
+
+    def __init__(self, eps: float, steps: int = 100, n_targets: int = 9, restarts: int = 1, rho: float = 0.75, early_stop: bool = True,
+                 bounds=(0.0, 1.0), seed: int = 0) -> None:
+        super().__init__(eps, steps, restarts, "dlr", rho, early_stop, bounds, seed)
+        self.n_targets = check_positive_int("n_targets", n_targets)
+
+    def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            logits = model(x)
+        order = logits.masked_fill(nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf")).argsort(1, descending=True)
+        return [order[:, t] for t in range(min(self.n_targets, logits.shape[1] - 1))]
+
+    def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return dlr_targeted(logits, y, target)

@@ -1,0 +1,168 @@
+"""Gradient-masking checks printed with every report (Carlini et al. 2019's checklist, AutoAttack's flags).
+
+A defense that hides gradients looks robust to gradient attacks without being robust. Each check
+is a pass / warn line with the numbers behind it:
+
+- accuracy falls as eps grows and reaches ~0 at a large eps (white-box, margin loss);
+- doubling the white-box budget (steps and restarts) does not lower accuracy much (else the
+  attack had not converged and the reported number is too high);
+- white-box is not weaker than black-box, transfer or single-step attacks (from the evaluation);
+- few inputs have an exactly zero input gradient;
+- outputs are logits (base) and log-probabilities (defense) where the losses assume so;
+- inputs outside the domain are rejected rather than silently attacked.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attacks import PGD
+from .defense import AdversarialPnml
+from .evaluation import EvalResult
+
+BLACK_BOX = ("hsja", "square")
+
+
+@dataclass
+class Check:
+    """One line of the checklist. status: ``pass``, ``warn`` or ``info``."""
+
+    row: str
+    name: str
+    status: str
+    detail: str
+
+    def line(self) -> str:
+        return f"[{self.status.upper():4}] {self.row:<7} {self.name}: {self.detail}"
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def _white_box(eps: float, steps: int, restarts: int, bounds, seed: int = 0) -> PGD:
+    return PGD(eps, steps, 2.5 * eps / steps, restarts=restarts, loss="margin", early_stop=True, bounds=bounds, seed=seed)
+
+
+def eps_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bounds, steps: int = 20) -> list[tuple[float, float]]:
+    """White-box accuracy at 0.25, 0.5, 1, 2 and 4 times ``eps`` (capped at the domain's half-width)."""
+    cap = (bounds[1] - bounds[0]) / 2 if bounds is not None else float("inf")
+    radii = sorted({min(m * eps, cap) for m in (0.25, 0.5, 1, 2, 4)})
+    return [(r, _accuracy(model, _white_box(r, steps, 1, bounds)(model, x, y), y)) for r in radii]
+
+
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of inputs whose cross-entropy input gradient is exactly zero everywhere."""
+    xr = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(xr)
+        (grad,) = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), xr)
+    return (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
+
+
+def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, refine_eps: float | None = None,
+                   result: EvalResult | None = None, bounds=(0.0, 1.0), steps: int = 20, log: Callable[[str], None] | None = None,
+                   **defense_kwargs: Any) -> list[Check]:
+    """Run the checklist on the base model and (with ``refine_eps``) its defense, on the samples ``x, y``."""
+    rows: dict[str, nn.Module] = {"base": model.eval()}
+    if refine_eps is not None:
+        rows["defense"] = AdversarialPnml(model, refine_eps, bounds=bounds, **defense_kwargs).eval()
+    checks: list[Check] = []
+    tol = max(1.0 / len(y), 0.02)
+    for row, m in rows.items():
+        curve = eps_curve(m, x, y, eps, bounds, steps)
+        rising = [(a, b) for (a, acc_a), (b, acc_b) in zip(curve, curve[1:]) if acc_b > acc_a + tol]
+        text = ", ".join(f"{100 * acc:.0f}% at {r:.3g}" for r, acc in curve)
+        if rising:
+            checks.append(Check(row, "accuracy vs eps", "warn", f"accuracy rises with eps ({text})"))
+        elif curve[-1][1] > 0.05:
+            checks.append(Check(row, "accuracy vs eps", "warn", f"{100 * curve[-1][1]:.0f}% left at eps {curve[-1][0]:.3g} ({text}): "
+                                "an unbounded attack should reach ~0; gradients may be masked"))
+        else:
+            checks.append(Check(row, "accuracy vs eps", "pass", f"falls to ~0 ({text})"))
+        single = _accuracy(m, _white_box(eps, steps, 1, bounds)(m, x, y), y)
+        double = _accuracy(m, _white_box(eps, 2 * steps, 2, bounds, seed=1)(m, x, y), y)
+        status = "warn" if double < single - tol else "pass"
+        checks.append(Check(row, "doubling steps and restarts", status,
+                            f"{100 * single:.1f}% with {steps} steps x 1 -> {100 * double:.1f}% with {2 * steps} x 2"
+                            + ("; the attack had not converged: raise its budget" if status == "warn" else "")))
+        zero = zero_gradient_fraction(m, x, y)
+        checks.append(Check(row, "zero input gradients", "warn" if zero > 0.01 else "pass",
+                            f"{100 * zero:.1f}% of inputs have an all-zero gradient"))
+        with torch.no_grad():
+            out = m(x)
+        if row == "base":
+            looks_like_probs = bool(((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4))
+            checks.append(Check(row, "output type", "warn" if looks_like_probs else "pass",
+                                "outputs look like probabilities; cross-entropy on them masks gradients" if looks_like_probs
+                                else "logits (not normalized)"))
+        else:
+            ok = torch.allclose(out.logsumexp(1), torch.zeros_like(out[:, 0]), atol=1e-4)
+            checks.append(Check(row, "output type", "pass" if ok else "warn",
+                                "log-probabilities (log q sums to 1)" if ok else "log q does not normalize"))
+        if result is not None:
+            checks.extend(_attack_order_checks(result, row))
+    if bounds is not None:
+        outside = x + (bounds[1] - bounds[0]) * 2
+        refused = []
+        for name, fn in (("defense", lambda: AdversarialPnml(model, refine_eps or 0.0, bounds=bounds)(outside)),
+                         ("attack", lambda: _white_box(eps, 1, 1, bounds)(model, outside, y))):
+            try:
+                fn()
+            except ValueError:
+                refused.append(name)
+        checks.append(Check("both", "inputs outside the domain", "pass" if len(refused) == 2 else "warn",
+                            f"rejected by: {', '.join(refused) or 'nothing'}"))
+    if log is not None:
+        for check in checks:
+            log(check.line())
+    return checks
+
+
+def _attack_order_checks(result: EvalResult, row: str) -> list[Check]:
+    """White-box must not be weaker than black-box, transfer or single-step attacks on the same samples."""
+    specs = [s for s in result.settings.attacks if result.correct(row, s.column) is not None]
+
+    def kind(spec) -> str:
+        if spec.attack in BLACK_BOX:
+            return "black-box"
+        if row == "defense" and spec.defense == "transfer":
+            return "transfer"
+        if spec.attack == "fgsm":
+            return "single-step"
+        return "white-box"
+
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        groups.setdefault(kind(spec), []).append(spec.column)
+    if "white-box" not in groups:
+        return []
+    white = _robust(result, row, groups["white-box"])
+    n = len(result.records)
+    out = []
+    for other in ("black-box", "transfer", "single-step"):
+        if other not in groups:
+            continue
+        missed = int((~_robust(result, row, groups[other]) & white).sum())
+        white_acc, other_acc = white.float().mean().item(), _robust(result, row, groups[other]).float().mean().item()
+        status = "warn" if white_acc > other_acc + max(1.0 / n, 0.01) else ("info" if missed else "pass")
+        out.append(Check(row, f"white-box vs {other}", status,
+                         f"white-box {100 * white_acc:.1f}% ({', '.join(groups['white-box'])}) vs {other} {100 * other_acc:.1f}% "
+                         f"({', '.join(groups[other])}); {missed} samples fooled only by {other}"))
+    return out
+
+
+def _robust(result: EvalResult, row: str, columns: list[str]) -> torch.Tensor:
+    ok = torch.ones(len(result.records), dtype=torch.bool)
+    for column in columns:
+        ok &= result.correct(row, column)
+    return ok
+
+
+def checks_to_dicts(checks: list[Check]) -> list[dict[str, str]]:
+    return [asdict(c) for c in checks]

@@ -1,0 +1,81 @@
+"""Each experiment runs at tiny scale and writes well-formed tables and figures."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advpnml.cli import main
+from advpnml.config import attack_specs, load_config
+from advpnml.evaluation import AttackSpec, EvalSettings
+from advpnml.experiments.adaptive_training import run_adaptive_training
+from advpnml.experiments.sweeps import parse_steps, point_settings, run_sweep
+from advpnml.experiments.toy import run_toy
+from advpnml.models import save_checkpoint
+
+
+def test_toy_writes_table_figure_and_mechanisms(tmp_path):
+    summary = run_toy(tmp_path, overrides=["evaluation.n=200", "training.epochs=4"], log=lambda s: None)
+    assert (tmp_path / "toy_mechanisms.png").is_file() and (tmp_path / "toy_mechanisms.pdf").is_file()
+    assert set(summary["accuracy"]) == {"base", "defense"} and summary["accuracy"]["base"]["Natural"] > 0.9
+    saved = json.loads((tmp_path / "toy.json").read_text())
+    for m in saved["mechanisms"].values():
+        assert len(m["x_adv"]) == 2 and m["defense_rescues"] in (True, False)
+    assert "| Adversarial pNML |" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_sweep_points_and_outputs(standard_model, mnist5k_test, tmp_path):
+    base = EvalSettings("mnist5k", "test", 6, 0.1, 0.1, [AttackSpec("FGSM", "fgsm", base=True, defense="transfer")], batch_size=6)
+    assert parse_steps("4x0.01") == (4, 0.01)
+    steps = point_settings(base, "steps", "2x0.015")
+    assert steps.refine_steps == 2 and steps.refine_eps == pytest.approx(0.03)
+    assert point_settings(base, "k", 3).top_k == 3 and point_settings(base, "lam", 0.2).refine_eps == 0.2
+    with pytest.raises(ValueError, match="STEPSxSIZE"):
+        parse_steps("three")
+    rows = run_sweep(standard_model, mnist5k_test.head(6), base, "eps", [0.05, 0.3], tmp_path, progress=False, reference=0.1,
+                     log=lambda s: None)
+    assert [r["value"] for r in rows] == [0.05, 0.3]
+    assert rows[1]["base/FGSM"] <= rows[0]["base/FGSM"]
+    for suffix in (".md", ".csv", ".json", ".png", ".pdf"):
+        assert (tmp_path / f"sweep_eps{suffix}").is_file()
+
+
+def test_adaptive_training_compares_two_models_over_lambda(standard_model, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "pgd.pt", standard_model, dataset="mnist5k")
+    rows = run_adaptive_training(tmp_path / "out", str(checkpoint), lams=(0.1, 0.2), finetune_epochs=1, finetune_steps=1,
+                                 train_samples=50, n=4, log=lambda s: None)
+    assert [(r["model"], r["lam"]) for r in rows] == [("PGD-trained", 0.1), ("PGD-trained", 0.2),
+                                                     ("+ adaptive fine-tuning", 0.1), ("+ adaptive fine-tuning", 0.2)]
+    assert all(r["defense best"] <= r["defense Adaptive"] for r in rows)
+    assert (tmp_path / "out" / "adaptive_training.png").is_file() and (tmp_path / "out" / "adaptive_training.md").is_file()
+
+
+def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model, tmp_path, capsys):
+    assert [s.column for s in attack_specs(load_config("mnist5k"), suite="strong")][-6:] == [
+        "APGD-CE", "APGD-T", "APGD-CE adaptive", "APGD-T adaptive", "Joint hypotheses", "Square"]
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    small = ["PGD.steps=2", "PGD.restarts=1", "Adaptive.steps=2", "Adaptive-margin.steps=2", "HSJA.max_queries=20",
+             "APGD-CE.steps=2", "APGD-T.steps=2", "APGD-T.n_targets=1", "APGD-CE adaptive.steps=2", "APGD-T adaptive.steps=2",
+             "APGD-T adaptive.n_targets=1", "Joint hypotheses.steps=2", "Square.max_queries=5"]
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--samples", "4", "--suite", "strong", "--checks", "4", "--device", "cpu",
+            "--out", str(tmp_path / "eval")]
+    for override in small:
+        args += ["--set", override]
+    assert main(args) == 0
+    report = (tmp_path / "eval" / "results.md").read_text()
+    assert "Summary (Croce et al. 2022 layout)" in report and "Gradient-masking checks" in report
+    assert "| Joint hypotheses | Square | Best attack |" in report.splitlines()[2]
+    summary = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(summary["summary"]["defense"]) >= {"clean", "transfer", "adaptive", "black-box", "worst case"}
+    assert summary["masking_checks"] and (tmp_path / "eval" / "results.png").is_file()
+    assert "Worst case, defense minus base" in capsys.readouterr().out
+
+
+def test_table1_and_detect_commands(standard_model, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    assert main(["reproduce", "table1", "--dataset", "mnist5k", "--checkpoint", str(checkpoint), "--samples", "4", "--attacks", "FGSM",
+                 "--checks", "0", "--device", "cpu", "--out", str(tmp_path / "t1")]) == 0
+    assert (tmp_path / "t1" / "results.md").is_file()
+    assert main(["detect", "--checkpoint", str(checkpoint), "--samples", "6", "--steps", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "det")]) == 0
+    assert (tmp_path / "det" / "detect_roc.png").is_file()
