@@ -113,12 +113,16 @@ def test_early_stop_gives_the_same_accuracy_with_less_work(standard_model, batch
     assert (fooled_early | ~fooled_first).all()
     assert abs(accuracy(standard_model, early, y) - accuracy(standard_model, full, y)) <= 2 / len(y)
     # Per-sample masks: decided samples leave the batch within a restart, so the model sees fewer inputs.
-    counted_full, counted_early = CallCounter(standard_model), CallCounter(standard_model)
-    PGD(0.15, steps=5, step_size=0.05, restarts=3)(counted_full, x, y)
-    PGD(0.15, steps=5, step_size=0.05, restarts=3, early_stop=True)(counted_early, x, y)
-    assert sum(counted_full.batch_sizes) == 3 * 6 * len(y)
-    assert sum(counted_early.batch_sizes) < sum(counted_full.batch_sizes) / 2
-    assert counted_early.batch_sizes[1] < counted_early.batch_sizes[0], "fooled samples leave within the first restart"
+    counted = {mode: CallCounter(standard_model) for mode in (False, "restarts", "steps")}
+    for mode, counter in counted.items():
+        x_mode = PGD(0.15, steps=5, step_size=0.05, restarts=3, early_stop=mode)(counter, x, y)
+        assert abs(accuracy(standard_model, x_mode, y) - accuracy(standard_model, full, y)) <= 2 / len(y)
+    sizes = {mode: counter.batch_sizes for mode, counter in counted.items()}
+    assert sum(sizes[False]) == 3 * 6 * len(y)
+    assert sizes["restarts"][:6] == [len(y)] * 6, "the first restart runs every step on every sample"
+    assert sum(sizes["restarts"]) < sum(sizes[False])
+    assert sizes["steps"][1] < sizes["steps"][0], "fooled samples leave within the first restart"
+    assert sum(sizes["steps"]) < sum(sizes["restarts"])
 
 
 def test_seeded_and_global_rng_untouched(standard_model, batch):

@@ -4,8 +4,8 @@ diverse parameter-free attacks"), l_inf, with the cross-entropy or DLR loss, and
 APGD needs no step size: it starts at 2 eps, adds momentum (alpha = 0.75), and at checkpoints
 (22% of the budget, then shrinking intervals) halves the step and restarts from the best point of
 each sample whose loss stalled or oscillated. APGD-T runs the targeted DLR loss toward each of
-the top ``n_targets`` other classes in turn. Both keep, per sample, the first point that fools
-the model (else the highest-loss point), and skip samples already fooled in later restarts or
+the top ``n_targets`` other classes in turn. Both keep, per sample, the highest-loss point that
+fools the model (else the highest-loss point), and skip samples already fooled in later restarts or
 targets. Croce et al. (ICML 2022) used APGD-T through test-time defenses like this one.
 """
 from __future__ import annotations
@@ -95,6 +95,7 @@ class APGD(Attack):
         loss, logits, grad = self._loss_grad(model, x_adv, y, target)
         fooled = self.fooled(logits, y)
         x_fool, x_best, grad_best, loss_best = x_adv.clone(), x_adv.clone(), grad.clone(), loss.clone()
+        loss_fool = torch.where(fooled, loss, torch.full_like(loss, float("-inf")))
         history = [loss]
         marks = set(checkpoints(self.steps))
         last_mark, loss_best_at_mark = 0, loss_best.clone()
@@ -108,8 +109,9 @@ class APGD(Attack):
                 x_prev, x_adv = x_adv, x_next
             loss, logits, grad = self._loss_grad(model, x_adv, y, target)
             with torch.no_grad():
-                hit = self.fooled(logits, y) & ~fooled
-                x_fool[hit], fooled = x_adv[hit], fooled | hit
+                # Among fooling iterates keep the highest-loss one: deeper points transfer better.
+                hit = self.fooled(logits, y) & (loss > loss_fool)
+                x_fool[hit], loss_fool[hit], fooled = x_adv[hit], loss[hit], fooled | hit
                 improved = loss > loss_best
                 x_best[improved], grad_best[improved], loss_best[improved] = x_adv[improved], grad[improved], loss[improved]
                 history.append(loss)

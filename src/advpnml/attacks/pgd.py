@@ -25,9 +25,11 @@ class PGD(Attack):
         eps: l_inf radius. steps: iterations per restart. step_size: alpha of eq. 3.
         restarts: independent random starts. random_start: start uniformly in the eps-ball.
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner). targeted: ``y`` are targets.
-        early_stop: stop working on a sample once it is fooled: it leaves the batch within a
-            restart and skips later restarts (same accuracy, less work; the kept point fools the
-            model but is not the highest-loss one).
+        early_stop: ``False``; ``True`` or ``"restarts"``: samples already fooled skip later restarts
+            (each kept point is still the highest-loss fooling iterate of its restart: the right
+            mode for examples that will be *transferred*); ``"steps"``: also leave the batch at the
+            first fooling iterate (least work, same accuracy on the attacked model, but points just
+            across the boundary transfer worse: use it for attacks evaluated on the model they target).
         keep_best: return each sample's best iterate (costs one extra forward per restart, to judge
             the last iterate). ``False`` with one restart returns the last iterate, as Madry et al.
             and torchattacks do: the same work as theirs, for speed comparisons.
@@ -55,7 +57,9 @@ class PGD(Attack):
         self.restarts = check_positive_int("restarts", restarts)
         self.random_start = bool(random_start)
         self.loss = check_loss(loss)
-        self.early_stop = bool(early_stop)
+        if early_stop not in (False, True, "restarts", "steps"):
+            raise ValueError(f"early_stop must be false, true, 'restarts' or 'steps', got {early_stop!r}")
+        self.early_stop = "restarts" if early_stop is True else early_stop
         self.keep_best = bool(keep_best)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -86,8 +90,8 @@ class PGD(Attack):
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor):
         """One restart: returns the per-sample best iterate, its loss and whether it fools the model.
 
-        With ``early_stop`` a sample leaves the batch at the first iterate that fools the model:
-        later steps run on the undecided samples only.
+        With ``early_stop="steps"`` a sample leaves the batch at the first iterate that fools the
+        model: later steps run on the undecided samples only.
         """
         n = x.shape[0]
         best, best_loss = x_adv.clone(), torch.full((n,), float("-inf"), device=x.device)
@@ -123,7 +127,7 @@ class PGD(Attack):
                         current = stepped
                     else:
                         current[active] = stepped
-                if self.early_stop and fooled.any():
+                if self.early_stop == "steps" and fooled.any():
                     if active is None:
                         active = torch.arange(n, device=x.device)
                     active = active[~fooled]
