@@ -43,6 +43,19 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_time_limit_stops_between_epochs_and_resume_finishes_the_run(tmp_path):
+    data = load_dataset("mnist5k", "train", n=100)
+    config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.125}, method="standard", epochs=3, batch_size=50, lr=0.01)
+    whole, _ = train(config, data, tmp_path / "whole", progress=False, log=lambda s: None)
+    # A limit shorter than any epoch: the first epoch always runs, the second would end past the limit.
+    _, history = train(config, data, tmp_path / "parts", progress=False, log=lambda s: None, time_limit=1e-9)
+    assert len(history) == 1 and not (tmp_path / "parts" / "model.pt").exists()
+    resumed, history = train(config, data, tmp_path / "parts", resume=True, progress=False, log=lambda s: None)
+    assert len(history) == 3
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_pgd_training_beats_standard_training_under_pgd_on_toy_data(tmp_path):
     train_set, test_set = load_dataset("toy2d", "train"), load_dataset("toy2d", "test", n=400)
     models = {}

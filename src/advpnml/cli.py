@@ -114,10 +114,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     say(f"training {train_config.arch} with {train_config.method} on {name} ({len(train_set)} samples{processes}) -> {out}")
     start = time.perf_counter()
     try:
-        train(train_config, train_set, out, val_set, device, args.resume, dataset_name=name, dist_ctx=ctx)
+        _, history = train(train_config, train_set, out, val_set, device, args.resume, dataset_name=name, dist_ctx=ctx,
+                           time_limit=60 * args.time_limit if args.time_limit else None)
     finally:
         shutdown_distributed()
-    say(f"done in {time.perf_counter() - start:.0f} s: {out / 'model.pt'}, {out / 'metrics.csv'}, {out / 'metrics.png'}")
+    model_file = out / ("model.pt" if len(history) == train_config.epochs else "last.pt")
+    say(f"done in {time.perf_counter() - start:.0f} s: {model_file}, {out / 'metrics.csv'}, {out / 'metrics.png'}")
     return 0
 
 
@@ -289,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-n", type=int, default=1000, help="held-out samples for the final validation")
     p.add_argument("--out", default=None, help="output folder (checkpoints, metrics.csv, metrics.png)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop before an epoch that would end past this many minutes; --resume continues")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.lr=0.05")
     p.set_defaults(func=cmd_train)
 

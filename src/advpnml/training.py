@@ -139,11 +139,14 @@ def train(
     stop_after: int | None = None,
     log: Callable[[str], None] = print,
     dist_ctx: DistContext | None = None,
+    time_limit: float | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train per ``config``; writes ``last.pt`` every epoch, ``model.pt`` at the end, ``metrics.csv``/``.png``.
 
     With ``resume=True`` and an existing ``last.pt`` the run continues from the epoch after it.
-    ``stop_after`` ends this call after that many epochs (for job time limits); resume later.
+    ``stop_after`` ends this call after that many epochs; ``time_limit`` (seconds) ends it before an
+    epoch that, at the pace of the last one, would end past the limit. Either way ``last.pt`` is
+    complete and ``resume=True`` continues from it (for job time limits and preemptible machines).
 
     Under torchrun (``dist_ctx`` from :func:`advpnml.distributed.init_distributed`) the model is
     wrapped in DistributedDataParallel and every global batch of ``config.batch_size`` samples is
@@ -193,8 +196,15 @@ def train(
     use_amp = device.type == "cuda" and config.method == "fast"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    started = time.perf_counter()
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
+        if time_limit is not None and epoch > start_epoch:
+            # Ranks decide together: one rank stopping alone would leave the others waiting in DDP.
+            late = t0 - started + history[-1]["seconds"] > time_limit
+            if ctx.sum([float(late)])[0] > 0:
+                end_epoch = epoch
+                break
         order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
         totals = {"loss": 0.0, "clean": 0, "adv": 0, "seen": 0}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs} [{config.method}]", disable=not progress, leave=False)
