@@ -21,4 +21,5 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     row = json.loads((tmp_path / "bench.json").read_text())["rows"][0]
     assert row["model"] == "mnist_cnn" and row["classes"] == 10
     assert row["floor_s"] > 0 and row["defense_over_floor"] > 0 and row["top3_speedup"] > 0
+    assert row["form_floor_shared_s"] >= row["floor_s"] and row["defense_over_form_floor"] > 0
     assert "| mnist_cnn | 2 x 10 |" in format_table(result)
