@@ -94,6 +94,9 @@ class PGD(Attack):
         model: later steps run on the undecided samples only.
         """
         n = x.shape[0]
+        if not self.keep_best and self.restarts == 1 and self.early_stop != "steps":
+            unjudged = torch.zeros(n, dtype=torch.bool, device=x.device)
+            return self._last_iterate(model, x, y, x_adv), torch.zeros(n, device=x.device), unjudged
         best, best_loss = x_adv.clone(), torch.full((n,), float("-inf"), device=x.device)
         best_fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         active = None  # None: every sample is still undecided (no gather/scatter copies)
@@ -134,3 +137,19 @@ class PGD(Attack):
                     if active.numel() == 0:
                         break
         return best, best_loss, best_fooled
+
+    def _last_iterate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """Plain Madry PGD, the last iterate: no per-step bookkeeping, and the eps-ball and the input
+        box intersected once so each step ends in one clamp (the same points as :func:`project`)."""
+        lo, hi = x - self.eps, x + self.eps
+        if self.bounds is not None:
+            lo, hi = lo.clamp_min(self.bounds[0]), hi.clamp_max(self.bounds[1])
+        current = x_adv.detach()
+        for _ in range(self.steps):
+            current.requires_grad_(True)
+            with torch.enable_grad():
+                _, objective = self._scores(model, current, y)
+                (grad,) = torch.autograd.grad(objective.sum(), current)
+            current = torch.clamp(torch.add(current.detach(), grad.sign(), alpha=self.step_size), lo, hi)
+        return current
+
