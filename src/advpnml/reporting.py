@@ -116,7 +116,7 @@ def plot_results(result: EvalResult, path_stem: Path) -> Path:
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
     ax.set(ylabel="accuracy (%)", ylim=(0, 110), title=f"{result.settings.dataset}: {len(result.records)} samples, eps {result.settings.eps:g}")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # outside: inside it hides bars
     return save_figure(fig, path_stem)[0]
 
 
