@@ -89,8 +89,15 @@ def summary_table(result: EvalResult) -> str:
                      + f" | {c.get('passes', '-')} | {c.get('ms_per_sample', float('nan')):.2f} |")
     if "base" in summary and "defense" in summary:
         gain = summary["defense"]["worst case"] - summary["base"]["worst case"]
-        verdict = ("the defense raises" if gain > 0 else "the defense does not raise") + " the per-sample worst case"
-        lines += ["", f"Worst case, defense minus base: {100 * gain:+.1f} points: {verdict} under these attacks."]
+        if gain > 0:
+            verdict = "the defense raises the per-sample worst case under these attacks"
+            if summary["defense"].get("adaptive") is None:
+                verdict += "; no attack ran through the defense, so this is no evidence of robustness"
+        elif gain < 0:
+            verdict = "the defense LOWERS the per-sample worst case: the undefended model is the more robust one"
+        else:
+            verdict = "the defense does not change the per-sample worst case under these attacks"
+        lines += ["", f"Worst case, defense minus base: {100 * gain:+.1f} points: {verdict}."]
     return "\n".join(lines)
 
 
