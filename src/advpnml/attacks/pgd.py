@@ -64,23 +64,28 @@ class PGD(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         gen = self.generator(x.device)
+        if self.restarts == 1:  # nothing to choose between: no gathers, no masks, no host syncs
+            return self._run(model, x, y, self._start(x, gen))[0]
         best = x.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
         best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.restarts):
-            # Noise is drawn for the whole batch every restart so a sample's start does not depend on the others' fate.
-            noise = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * self.eps
+            start = self._start(x, gen)
             todo = ~best_fooled if self.early_stop else torch.ones_like(best_fooled)
             idx = todo.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            xs, ys = x[idx], y[idx]
-            x_adv = project(xs + noise[idx], xs, self.eps, self.bounds) if self.random_start else xs.clone()
-            adv, loss, fooled = self._run(model, xs, ys, x_adv)
+            adv, loss, fooled = self._run(model, x[idx], y[idx], start[idx])
             better = (fooled & ~best_fooled[idx]) | ((fooled == best_fooled[idx]) & (loss > best_loss[idx]))
             sel = idx[better]
             best[sel], best_loss[sel], best_fooled[sel] = adv[better], loss[better], fooled[better]
         return best
+
+    def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A restart's starting point for every sample: uniform in the eps-ball (inside the bounds), or ``x``."""
+        # Drawn for the whole batch every restart, so a sample's start never depends on the others' fate.
+        noise = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * self.eps
+        return project(x + noise, x, self.eps, self.bounds) if self.random_start else x.clone()
 
     def _scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits that decide success, per-sample objective to maximize) at ``x``."""
