@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -30,6 +31,10 @@ def test_sweep_points_and_outputs(standard_model, mnist5k_test, tmp_path):
     steps = point_settings(base, "steps", "2x0.015")
     assert steps.refine_steps == 2 and steps.refine_eps == pytest.approx(0.03)
     assert point_settings(base, "k", 3).top_k == 3 and point_settings(base, "lam", 0.2).refine_eps == 0.2
+    pgd = replace(base, attacks=[AttackSpec("PGD", "pgd", {"steps": 10, "step_size": 0.01})])
+    wide = point_settings(pgd, "eps", 0.4)
+    assert wide.eps == 0.4 and wide.attacks[0].params == {"steps": 10, "step_size": pytest.approx(0.04)}
+    assert pgd.attacks[0].params["step_size"] == 0.01  # the reference settings are not modified
     with pytest.raises(ValueError, match="STEPSxSIZE"):
         parse_steps("three")
     rows = run_sweep(standard_model, mnist5k_test.head(6), base, "eps", [0.05, 0.3], tmp_path, progress=False, reference=0.1,

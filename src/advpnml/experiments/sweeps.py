@@ -49,7 +49,12 @@ def parse_steps(value: str) -> tuple[int, float]:
 def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
     """The evaluation settings of one sweep point."""
     if param in ("eps", "hsja-eps"):
-        return replace(base, eps=float(value))
+        # Step sizes scale with the radius: a fixed step of the reference eps leaves a larger ball
+        # under-explored (40 x 0.01 barely crosses a 0.4 ball) and would flatter whichever model it hits.
+        scale = float(value) / base.eps if base.eps > 0 else 1.0
+        attacks = [replace(spec, params={**spec.params, "step_size": spec.params["step_size"] * scale})
+                   if "step_size" in spec.params else spec for spec in base.attacks]
+        return replace(base, eps=float(value), attacks=attacks)
     if param == "lam":
         return replace(base, refine_eps=float(value))
     if param == "steps":
