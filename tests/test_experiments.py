@@ -84,3 +84,13 @@ def test_table1_and_detect_commands(standard_model, tmp_path):
     assert main(["detect", "--checkpoint", str(checkpoint), "--samples", "6", "--steps", "2", "--device", "cpu",
                  "--out", str(tmp_path / "det")]) == 0
     assert (tmp_path / "det" / "detect_roc.png").is_file()
+
+
+def test_demo_reuses_its_model_and_reports_the_strong_columns(standard_model, tmp_path, capsys):
+    save_checkpoint(tmp_path / "model" / "model.pt", standard_model, dataset="mnist5k")
+    assert main(["demo", "--out", str(tmp_path), "--samples", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "reusing" in out and "finished in" in out
+    table = (tmp_path / "eval" / "results.md").read_text()
+    assert "| Model | Natural | FGSM | PGD | Adaptive | Adaptive-margin | HSJA | APGD-T | APGD-T adaptive | Best attack |" in table
+    assert (tmp_path / "eval" / "results.png").is_file()
