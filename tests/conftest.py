@@ -73,6 +73,18 @@ def standard_model() -> nn.Module:
     return model.eval()
 
 
+def write_eval_config(path: Path, pgd: tuple[int, float], adaptive: tuple[int, float]) -> Path:
+    """A small evaluation preset for command-line tests: PGD transferred and the adaptive attack, (steps, step size) each."""
+    path.write_text(
+        'dataset = "mnist5k"\n[defense]\nrefine_eps = 0.1\n[evaluation]\neps = 0.1\nbatch_size = 2\n'
+        f'[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\nparams = {{ steps = {pgd[0]}, step_size = {pgd[1]} }}\n'
+        'defense = "transfer"\n'
+        f'[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = {{ steps = {adaptive[0]}, step_size = {adaptive[1]} }}\n'
+        'base = false\n'
+    )
+    return path
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()

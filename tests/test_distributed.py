@@ -15,6 +15,8 @@ import torch.distributed as dist
 from advpnml.distributed import DistContext
 from advpnml.models import load_checkpoint, save_checkpoint
 
+from .conftest import write_eval_config
+
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo needed")
 
 
@@ -77,12 +79,7 @@ def _records(path) -> list[dict]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank's process in /proc")
 def test_sharded_evaluation_merges_to_the_single_process_report_even_after_a_rank_dies(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
-    config = tmp_path / "eval.toml"
-    config.write_text(
-        'dataset = "mnist5k"\n[defense]\nrefine_eps = 0.1\n[evaluation]\neps = 0.1\nbatch_size = 2\n'
-        '[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\nparams = { steps = 5, step_size = 0.03 }\ndefense = "transfer"\n'
-        '[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = { steps = 30, step_size = 0.01 }\nbase = false\n'
-    )
+    config = write_eval_config(tmp_path / "eval.toml", pgd=(5, 0.03), adaptive=(30, 0.01))
     args = ["evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--samples", "20", "--device", "cpu", "--checks", "0"]
     subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
     one = _records(tmp_path / "one" / "records.jsonl")

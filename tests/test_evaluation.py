@@ -15,6 +15,8 @@ from advpnml.evaluation import AttackSpec, EvalResult, EvalSettings, evaluate
 from advpnml.models import save_checkpoint
 from advpnml.reporting import markdown_table, write_report
 
+from .conftest import write_eval_config
+
 SPECS = [
     AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
     AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05}, base=True, defense="transfer"),
@@ -66,12 +68,7 @@ def test_resume_refuses_other_settings(standard_model, mnist5k_test, tmp_path):
 
 def test_a_killed_run_resumes_with_no_sample_lost_or_counted_twice(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
-    config = tmp_path / "eval.toml"
-    config.write_text(
-        'dataset = "mnist5k"\n[defense]\nrefine_eps = 0.1\n[evaluation]\neps = 0.1\nbatch_size = 2\n'
-        '[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\nparams = { steps = 10, step_size = 0.02 }\ndefense = "transfer"\n'
-        '[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = { steps = 10, step_size = 0.02 }\nbase = false\n'
-    )
+    config = write_eval_config(tmp_path / "eval.toml", pgd=(10, 0.02), adaptive=(10, 0.02))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "advpnml", "evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--n", "16", "--checks", "0"]
     killed = tmp_path / "killed"
