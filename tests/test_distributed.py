@@ -107,3 +107,22 @@ def test_sharded_evaluation_merges_to_the_single_process_report_even_after_a_ran
     assert run.returncode == 0, run.stderr[-2000:]
     assert "resuming" in run.stdout
     assert _records(killed / "records.jsonl") == one
+
+
+def test_sweep_under_torchrun_equals_the_single_process_sweep(standard_model, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
+    config = write_eval_config(tmp_path / "eval.toml", pgd=(3, 0.05), adaptive=(3, 0.05))
+    args = ["reproduce", "sweep", "--param", "lam", "--values", "0.05,0.2", "--checkpoint", str(checkpoint), "--config", str(config),
+            "--samples", "8", "--device", "cpu"]
+    subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
+    run = subprocess.run(_torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("sweep over lam") == 1 and "2 processes" in run.stdout  # rank 0 alone prints
+
+    def accuracies(folder: str) -> list[dict]:
+        rows = json.loads((tmp_path / folder / "sweep_lam.json").read_text())["rows"]
+        return [{k: v for k, v in row.items() if "/" in k or k == "value"} for row in rows]
+
+    assert accuracies("two") == accuracies("one")
+    for value in ("0.05", "0.2"):
+        assert _records(tmp_path / "two" / f"lam={value}" / "records.jsonl") == _records(tmp_path / "one" / f"lam={value}" / "records.jsonl")

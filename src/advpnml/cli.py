@@ -209,9 +209,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         values = [int(v) if args.param == "k" else float(v) for v in values]
     reference = {"eps": settings.eps, "hsja_eps": settings.eps, "lam": settings.refine_eps}.get(key)
     out = Path(args.out or f"runs/sweep-{name}-{args.param}")
-    print(f"sweep over {args.param} = {values} on {name} ({len(dataset)} samples) -> {out}")
-    run_sweep(model, dataset, settings, args.param, values, out, resolve_device(args.device), reference)
-    print(f"wrote {out / ('sweep_' + args.param)}.md/.csv/.json/.png/.pdf")
+    ctx, device = init_distributed(resolve_device(args.device))
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    say(f"sweep over {args.param} = {values} on {name} ({len(dataset)} samples"
+        f"{f', {ctx.world_size} processes' if ctx.enabled else ''}) -> {out}")
+    try:
+        run_sweep(model, dataset, settings, args.param, values, out, device, reference, dist_ctx=ctx)
+    finally:
+        shutdown_distributed()
+    say(f"wrote {out / ('sweep_' + args.param)}.md/.csv/.json/.png/.pdf")
     return 0
 
 
@@ -219,8 +225,13 @@ def cmd_adaptive_training(args: argparse.Namespace) -> int:
     from .experiments.adaptive_training import run_adaptive_training
 
     lams = tuple(float(v) for v in args.lams.split(","))
-    run_adaptive_training(args.out, args.checkpoint, args.source, args.dataset, args.data_dir, lams, args.epochs, args.attack_steps,
-                          train_samples=args.train_samples, n=args.n, device=resolve_device(args.device))
+    ctx, device = init_distributed(resolve_device(args.device))
+    try:
+        run_adaptive_training(args.out, args.checkpoint, args.source, args.dataset, args.data_dir, lams, args.epochs,
+                              args.attack_steps, train_samples=args.train_samples, n=args.n, device=device,
+                              log=print if ctx.is_main else (lambda message: None), dist_ctx=ctx)
+    finally:
+        shutdown_distributed()
     return 0
 
 

@@ -20,6 +20,7 @@ import torch
 
 from ..config import attack_specs, load_config
 from ..data import load_dataset
+from ..distributed import DistContext
 from ..evaluation import EvalSettings, evaluate
 from ..models import load_checkpoint, load_external
 from ..training import TrainConfig, train
@@ -44,8 +45,13 @@ def run_adaptive_training(
     config: str = "mnist5k",
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
+    dist_ctx: DistContext | None = None,
 ) -> list[dict[str, Any]]:
-    """Train (or take) a PGD model, fine-tune it adaptively, evaluate both over ``lams``; write table and plot."""
+    """Train (or take) a PGD model, fine-tune it adaptively, evaluate both over ``lams``; write table and plot.
+
+    Under torchrun (``dist_ctx``) training is data-parallel and evaluation sharded; rank 0 writes.
+    """
+    ctx = dist_ctx or DistContext()
     start = time.perf_counter()
     out = Path(out)
     cfg = load_config(config)
@@ -55,7 +61,7 @@ def run_adaptive_training(
         base_config = TrainConfig.from_config(cfg)
         log(f"[1/3] PGD-training the {config} recipe's {base_config.arch} ({base_config.epochs} epochs)")
         train(base_config, load_dataset("mnist5k", "train"), out / "pgd", device=device, resume=True, dataset_name="mnist5k",
-              log=lambda s: None)
+              log=lambda s: None, progress=ctx.is_main, dist_ctx=ctx)
         checkpoint, source = str(out / "pgd" / "model.pt"), None
         arch, arch_kwargs = base_config.arch, base_config.arch_kwargs
     else:
@@ -79,7 +85,7 @@ def run_adaptive_training(
     log(f"[2/3] fine-tuning a copy for {finetune_epochs} epochs against the adaptive attack on the defended model "
         f"(PGD-{finetune_steps} through the defense, lambda {finetune_lam}, eps {eps}) on {len(train_set)} images")
     adaptive_model, _ = train(finetune, train_set, out / "adaptive-finetuned", device=device, resume=True, dataset_name=dataset,
-                              log=lambda s: None)
+                              log=lambda s: None, progress=ctx.is_main, dist_ctx=ctx)
     models = {"PGD-trained": pgd_model, "+ adaptive fine-tuning": adaptive_model}
     specs = attack_specs(cfg, list(COLUMNS))
     rows = []
@@ -90,7 +96,8 @@ def run_adaptive_training(
             settings = EvalSettings(dataset, "test", len(test_set), cfg["evaluation"]["eps"], lam, specs,
                                     batch_size=cfg["evaluation"].get("batch_size", 100), model=f"{name}:{checkpoint}")
             slug = "pgd" if name == "PGD-trained" else "adaptive"
-            result = evaluate(model, test_set, settings, out / "eval" / f"{slug}-lam={lam}", device, progress=False, log=lambda s: None)
+            result = evaluate(model, test_set, settings, out / "eval" / f"{slug}-lam={lam}", device, progress=False, log=lambda s: None,
+                              dist_ctx=ctx)
             table = result.accuracy()
             row = {"model": name, "lam": lam, "base natural": table["base"]["Natural"], "base PGD": table["base"]["PGD"],
                    "base best": table["base"]["Best attack"], "defense natural": table["defense"]["Natural"],
@@ -99,7 +106,8 @@ def run_adaptive_training(
             log(f"  {name:<24} lambda {lam:<5g} base best {100 * row['base best']:5.1f}%  "
                 f"defense best {100 * row['defense best']:5.1f}% (adaptive {100 * row['defense Adaptive']:.1f}%, "
                 f"margin {100 * row['defense Adaptive-margin']:.1f}%)")
-    write_adaptive_training(rows, out, len(test_set), dataset)
+    if ctx.is_main:
+        write_adaptive_training(rows, out, len(test_set), dataset)
     log(f"done in {time.perf_counter() - start:.0f} s: {out / 'adaptive_training.md'} (and .csv, .json, .png, .pdf)")
     return rows
 

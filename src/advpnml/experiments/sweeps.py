@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from ..distributed import DistContext
 from ..evaluation import EvalSettings, evaluate
 from .plotting import line_plot
 
@@ -67,8 +68,14 @@ def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
 
 def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str, values: list[Any], out: str | os.PathLike,
               device: str | torch.device = "cpu", reference: float | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Evaluate every value of ``param``; write ``sweep_<param>.md/.csv/.json`` and ``.png/.pdf`` into ``out``."""
+              log: Callable[[str], None] = print, dist_ctx: DistContext | None = None) -> list[dict[str, Any]]:
+    """Evaluate every value of ``param``; write ``sweep_<param>.md/.csv/.json`` and ``.png/.pdf`` into ``out``.
+
+    Under torchrun (``dist_ctx``) each point's samples are sharded over the ranks; rank 0 writes.
+    """
+    ctx = dist_ctx or DistContext()
+    if not ctx.is_main:
+        log, progress = (lambda message: None), False
     if param not in PARAMS:
         raise ValueError(f"unknown sweep parameter {param!r}; expected one of: {', '.join(PARAMS)}")
     if param == "hsja-eps":
@@ -82,7 +89,8 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
         settings = point_settings(base, param, value)
         log(f"{param} = {value}: {len(dataset)} samples, attacks {', '.join(s.column for s in settings.attacks)}")
         start = time.perf_counter()
-        result = evaluate(model, dataset, settings, out / f"{param}={value}", device, progress=progress, log=lambda s: None)
+        result = evaluate(model, dataset, settings, out / f"{param}={value}", device, progress=progress, log=lambda s: None,
+                          dist_ctx=ctx)
         table = result.accuracy()
         row = {"value": value, "seconds": time.perf_counter() - start}
         for model_row, accs in table.items():
@@ -94,7 +102,8 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
         rows.append(row)
         log(f"  base best {_pct(row.get('base/Best attack'))}, defense best {_pct(row.get('defense/Best attack'))} "
             f"({row['seconds']:.0f} s)")
-    write_sweep(rows, param, out, reference, n=len(dataset))
+    if ctx.is_main:
+        write_sweep(rows, param, out, reference, n=len(dataset))
     return rows
 
 
