@@ -56,8 +56,11 @@ def test_adaptive_training_compares_two_models_over_lambda(standard_model, tmp_p
 
 
 def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model, tmp_path, capsys):
-    assert [s.column for s in attack_specs(load_config("mnist5k"), suite="strong")][-6:] == [
-        "APGD-CE", "APGD-T", "APGD-CE adaptive", "APGD-T adaptive", "Joint hypotheses", "Square"]
+    for preset in ("mnist", "cifar10", "imagenet", "mnist5k"):  # APGD-T decides the worst case: every preset runs it
+        config = load_config(preset)
+        assert [s.column for s in attack_specs(config)][-2:] == ["APGD-T", "APGD-T adaptive"], preset
+        assert [s.column for s in attack_specs(config, suite="strong")][-4:] == [
+            "APGD-CE", "APGD-CE adaptive", "Joint hypotheses", "Square"], preset
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
     small = ["PGD.steps=2", "PGD.restarts=1", "Adaptive.steps=2", "Adaptive-margin.steps=2", "HSJA.max_queries=20",
              "APGD-CE.steps=2", "APGD-T.steps=2", "APGD-T.n_targets=1", "APGD-CE adaptive.steps=2", "APGD-T adaptive.steps=2",
