@@ -21,7 +21,7 @@ from .reporting import markdown_table, summary_table, write_report
 from .training import TrainConfig, train
 
 
-def run_demo(out: Path, device: torch.device, retrain: bool = False, n: int | None = None, progress: bool = True) -> int:
+def run_demo(out: Path, device: torch.device, retrain: bool = False, n: int | None = None) -> int:
     start = time.perf_counter()
     config = load_config("mnist5k")
     checkpoint = out / "model" / "model.pt"
@@ -44,12 +44,12 @@ def run_demo(out: Path, device: torch.device, retrain: bool = False, n: int | No
     for spec in settings.attacks:
         print(f"      {spec.column:<9} {spec.attack} {spec.params} on base: {spec.base}, on defense: {spec.defense}")
     try:
-        result = evaluate(model, dataset, settings, out / "eval", device, progress=progress)
+        result = evaluate(model, dataset, settings, out / "eval", device)
     except ValueError as err:
         if "other settings" not in str(err):
             raise
         print(f"      {out / 'eval'} holds a run with other settings: starting it over")
-        result = evaluate(model, dataset, settings, out / "eval", device, resume=False, progress=progress)
+        result = evaluate(model, dataset, settings, out / "eval", device, resume=False)
     paths = write_report(result, out / "eval")
     print()
     print(markdown_table(result))
