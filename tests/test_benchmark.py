@@ -23,3 +23,10 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert row["floor_s"] > 0 and row["defense_over_floor"] > 0 and row["top3_speedup"] > 0
     assert row["form_floor_shared_s"] >= row["floor_s"] and row["defense_over_form_floor"] > 0
     assert "| mnist_cnn | 2 x 10 |" in format_table(result)
+
+
+def test_benchmark_can_skip_the_reference_loops(tmp_path):
+    result = run_benchmark(["mnist_cnn"], "cpu", repeats=1, batch=2, log=lambda s: None, loops=False)
+    row = result["rows"][0]
+    assert "loop_samples_s" not in row and row["defense_over_form_floor"] > 0 and "pgd_ours_img_per_s" in row
+

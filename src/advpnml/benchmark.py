@@ -192,8 +192,11 @@ def bench_pgd(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: 
 
 def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "cpu", threads: int | None = None,
                   repeats: int = 5, batch: int | None = None, out: str | os.PathLike | None = None,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case)."""
+                  log: Callable[[str], None] = print, loops: bool = True) -> dict[str, Any]:
+    """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case).
+
+    ``loops=False`` skips the naive reference loops (the slow part), for a quick re-check.
+    """
     device = torch.device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -210,7 +213,8 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
         arch, kwargs, shape, cpu_batch, gpu_batch = TOPK_CASE if name == "mnist_cnn_100" else CASES[name]
         size = batch or (gpu_batch if device.type == "cuda" else cpu_batch)
         many = name == "mnist_cnn_100"
-        result["rows"].append(bench_case(name, arch, kwargs, shape, size, device, repeats, loops=not many, pgd=not many, log=log))
+        result["rows"].append(bench_case(name, arch, kwargs, shape, size, device, repeats, loops=loops and not many, pgd=not many,
+                                            log=log))
         result["seconds"] = time.perf_counter() - start
         if out is not None:  # after every case, so a run cut short keeps what it measured
             path = Path(out)

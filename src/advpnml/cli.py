@@ -262,7 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     cases = args.models.split(",") if args.models else None
     print(f"benchmarking on {device} with {args.threads or torch.get_num_threads()} threads, median of {args.repeats} runs")
-    result = run_benchmark(cases, device, args.threads, args.repeats, args.batch, args.out)
+    result = run_benchmark(cases, device, args.threads, args.repeats, args.batch, args.out, loops=not args.skip_loops)
     print()
     print(format_table(result))
     print(f"\n{result['seconds']:.0f} s; wrote {args.out}")
@@ -381,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement, after one warm-up (default: %(default)s)")
     p.add_argument("--batch", type=int, default=None, help="batch size for every model (default: per model and device)")
+    p.add_argument("--skip-loops", action="store_true", help="skip the naive reference loops (a quick re-check)")
     p.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
     p.set_defaults(func=cmd_bench)
 
