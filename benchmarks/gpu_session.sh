@@ -7,6 +7,9 @@
 #      and the strong suite's transfer / adaptive APGD (budgets reduced to fit, printed in the report).
 # Everything lands in $OUT (results.tar.gz, the checkpoint, session.log).
 #
+# Before the call, here: `mkdir -p .devdata && cp -r ../shared/data/mnist .devdata/` (and, for the
+# torchattacks comparison, `pip download --no-deps -d .whl torchattacks`); both folders git-ignored
+# locally (.git/info/exclude) and carried with the call.
 #   benchmarks/gpu_session.sh                       # on the GPU machine, MNIST files in .devdata/mnist
 #   DEVICE=cpu TRAIN_MIN=0.1 SAMPLES=4 TRAIN_N=100 BENCH_ARGS="--models mnist_cnn --batch 2 --repeats 1" \
 #       EVAL_SET="--set Adaptive.steps=2" OUT=/tmp/out benchmarks/gpu_session.sh   # a dry run here
