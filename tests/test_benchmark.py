@@ -22,7 +22,19 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert row["model"] == "mnist_cnn" and row["classes"] == 10
     assert row["floor_s"] > 0 and row["defense_over_floor"] > 0 and row["top3_speedup"] > 0
     assert row["form_floor_shared_s"] >= row["floor_s"] and row["defense_over_form_floor"] > 0
-    assert "| mnist_cnn | 2 x 10 |" in format_table(result)
+    assert "| mnist_cnn | channels_last | 2 x 10 |" in format_table(result)
+    # every reference the defense is compared with is the fastest over the layouts
+    assert row["memory_format"] == "channels_last"
+    for part in ("base_forward", "floor_vjp_batched", "floor_forward_refined", "loop_samples", "loop_hypotheses"):
+        assert set(row[f"{part}_by_layout_s"]) == {"contiguous", "channels_last"}
+        assert row[f"{part}_s"] == min(row[f"{part}_by_layout_s"].values())
+    assert row["defense_by_layout_s"]["channels_last"] == row["defense_s"]
+
+
+def test_benchmark_runs_in_the_layout_asked_for(tmp_path):
+    result = run_benchmark(["mnist_cnn"], "cpu", repeats=1, batch=2, log=lambda s: None, loops=False, memory_format="contiguous")
+    row = result["rows"][0]
+    assert row["memory_format"] == "contiguous" and row["defense_by_layout_s"]["contiguous"] == row["defense_s"]
 
 
 def test_benchmark_can_skip_the_reference_loops(tmp_path):

@@ -6,10 +6,13 @@ the N*H refined inputs. The *floor* is the sum of those three parts, each timed 
 backward part as the faster of the batched-VJP and expanded-batch forms, its graph built outside
 the timer). That pairing is a bound no implementation reaches when the expanded backward is the
 faster one (it needs its own forward of the N*H batch), so each form's whole floor is reported too.
-Every number is the median of repeated runs after warm-up, with CPU threads fixed.
+Every number is the median of repeated runs after warm-up, with CPU threads fixed. The defense runs
+in the chosen memory layout (channels_last on CPU by default); every reference it is compared with
+(floor parts, base forward, naive loops) is the fastest over the layouts.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -22,9 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .allocator import allocator_description
 from .attacks import PGD
 from .defense import AdversarialPnml
-from .models import create_model
+from .models import create_model, resolve_memory_format, set_memory_format
+from .models.layout import has_conv2d
 
 #: name -> (architecture, its kwargs, input shape, batch on CPU, batch on GPU)
 CASES: dict[str, tuple[str, dict, tuple[int, ...], int, int]] = {
@@ -120,12 +125,24 @@ def floor_functions(model: nn.Module, x: torch.Tensor, hypotheses: int) -> dict[
 
 def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, device: torch.device,
                repeats: int = 5, refine_eps: float = 0.1, loops: bool = True, pgd: bool = True,
-               top_ks: tuple[int, ...] = (1, 3, 5), log: Callable[[str], None] = print) -> dict[str, Any]:
-    """All measurements of one model (random weights; speed does not depend on them)."""
+               top_ks: tuple[int, ...] = (1, 3, 5), memory_format: str = "auto",
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """All measurements of one model (random weights; speed does not depend on them).
+
+    The defense, top-k and PGD run in ``memory_format`` (``"auto"``: channels_last for a conv model
+    on CPU). The references they are compared with are measured in every layout and the fastest
+    is kept, so a layout speed-up never flatters a ratio: the floor parts, the base forward and the
+    naive loops are each the minimum over layouts (``*_by_layout_s`` keeps every measurement).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = create_model(arch, **kwargs).to(device).eval()
+        contiguous = create_model(arch, **kwargs).to(device).eval()
         x = torch.rand(batch, *shape, device=device)
+    layouts = {"contiguous": contiguous}
+    if has_conv2d(contiguous):
+        layouts["channels_last"] = set_memory_format(copy.deepcopy(contiguous), "channels_last")
+    chosen = resolve_memory_format(contiguous, device, memory_format)
+    model = layouts[chosen]
     with torch.no_grad():
         num_classes = model(x[:1]).shape[1]
     defense = AdversarialPnml(model, refine_eps, check_inputs=False)
@@ -138,11 +155,23 @@ def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch
                 return fn(x)
         return run
 
-    fns: dict[str, Any] = {"base_forward": no_grad(model), "defense": no_grad(defense), "defense_expanded": no_grad(expanded),
-                           **floor_functions(model, x, num_classes), **{f"top{k}": no_grad(m) for k, m in tops.items()}}
+    fns: dict[str, Any] = {"defense": no_grad(defense), "defense_expanded": no_grad(expanded),
+                           **{f"top{k}": no_grad(m) for k, m in tops.items()}}
+    for layout, m in layouts.items():
+        fns[f"base_forward@{layout}"] = no_grad(m)
+        fns.update({f"{part}@{layout}": fn for part, fn in floor_functions(m, x, num_classes).items()})
+        if layout != chosen:
+            fns[f"defense@{layout}"] = no_grad(AdversarialPnml(m, refine_eps, check_inputs=False))
     times = measure_rounds(fns, device, repeats)
-    row: dict[str, Any] = {"model": name, "arch": arch, "batch": batch, "classes": num_classes}
-    row.update({f"{key}_s": value for key, value in times.items()})
+    row: dict[str, Any] = {"model": name, "arch": arch, "batch": batch, "classes": num_classes, "memory_format": chosen}
+    row.update({f"{key}_s": value for key, value in times.items() if "@" not in key})
+    for key, value in times.items():
+        if "@" in key:
+            part, layout = key.split("@")
+            row.setdefault(f"{part}_by_layout_s", {})[layout] = value
+    row["defense_by_layout_s"] = {**row.get("defense_by_layout_s", {}), chosen: row["defense_s"]}
+    for part in ("base_forward", *floor_functions(model, x, num_classes)):
+        row[f"{part}_s"] = min(row[f"{part}_by_layout_s"].values())
     row["floor_s"] = row["floor_forward_x_s"] + min(row["floor_vjp_batched_s"], row["floor_backward_expanded_s"]) + row["floor_forward_refined_s"]
     row["defense_over_floor"] = row["defense_s"] / row["floor_s"]
     # The floor above pairs the one forward of x with the faster backward form; the expanded backward
@@ -155,14 +184,19 @@ def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch
     for k in tops:
         row[f"top{k}_speedup"] = row["defense_s"] / row[f"top{k}_s"]
     if loops:
-        slow = measure_rounds({"defense": no_grad(defense), "loop_hypotheses": lambda: loop_over_hypotheses(model, x, refine_eps),
-                               "loop_samples": lambda: loop_over_samples(model, x, refine_eps)}, device, max(1, min(repeats, 3)))
-        row["loop_hypotheses_s"], row["loop_samples_s"] = slow["loop_hypotheses"], slow["loop_samples"]
-        row["speedup_vs_loop_hypotheses"] = slow["loop_hypotheses"] / slow["defense"]
-        row["speedup_vs_loop_samples"] = slow["loop_samples"] / slow["defense"]
+        slow: dict[str, Any] = {"defense": no_grad(defense)}
+        for layout, m in layouts.items():
+            slow[f"loop_hypotheses@{layout}"] = lambda m=m: loop_over_hypotheses(m, x, refine_eps)
+            slow[f"loop_samples@{layout}"] = lambda m=m: loop_over_samples(m, x, refine_eps)
+        slow_times = measure_rounds(slow, device, max(1, min(repeats, 3)))
+        for loop in ("loop_hypotheses", "loop_samples"):
+            row[f"{loop}_by_layout_s"] = {layout: slow_times[f"{loop}@{layout}"] for layout in layouts}
+            row[f"{loop}_s"] = min(row[f"{loop}_by_layout_s"].values())
+        row["speedup_vs_loop_hypotheses"] = row["loop_hypotheses_s"] / slow_times["defense"]
+        row["speedup_vs_loop_samples"] = row["loop_samples_s"] / slow_times["defense"]
     if pgd:
         row.update(bench_pgd(model, x, device, repeats))
-    log(f"  {name}: defense {1e3 * row['defense_s']:.1f} ms = {row['defense_over_floor']:.2f}x floor")
+    log(f"  {name} ({chosen}): defense {1e3 * row['defense_s']:.1f} ms = {row['defense_over_floor']:.2f}x floor")
     return row
 
 
@@ -192,7 +226,7 @@ def bench_pgd(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: 
 
 def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "cpu", threads: int | None = None,
                   repeats: int = 5, batch: int | None = None, out: str | os.PathLike | None = None,
-                  log: Callable[[str], None] = print, loops: bool = True) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, loops: bool = True, memory_format: str = "auto") -> dict[str, Any]:
     """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case).
 
     ``loops=False`` skips the naive reference loops (the slow part), for a quick re-check.
@@ -206,7 +240,7 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
         raise ValueError(f"unknown benchmark case(s) {sorted(unknown)}; expected: {', '.join([*CASES, 'mnist_cnn_100'])}")
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats, "seconds": 0.0, "rows": [],
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "allocator": allocator_description(), "repeats": repeats, "seconds": 0.0, "rows": [],
     }
     start = time.perf_counter()
     for name in names:
@@ -214,7 +248,7 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
         size = batch or (gpu_batch if device.type == "cuda" else cpu_batch)
         many = name == "mnist_cnn_100"
         result["rows"].append(bench_case(name, arch, kwargs, shape, size, device, repeats, loops=loops and not many, pgd=not many,
-                                            log=log))
+                                            memory_format=memory_format, log=log))
         result["seconds"] = time.perf_counter() - start
         if out is not None:  # after every case, so a run cut short keeps what it measured
             path = Path(out)
@@ -235,17 +269,18 @@ def format_table(result: dict[str, Any]) -> str:
     def ratio(v):
         return "-" if v is None else f"{v:.2f}x"
 
-    lines = [f"device: {result['device']}, {result['threads']} threads, torch {result['torch']}, median of {result['repeats']}",
+    lines = [f"device: {result['device']}, {result['threads']} threads, torch {result['torch']}, median of {result['repeats']}, "
+             f"CPU allocator: {result.get('allocator', 'default')}",
              "",
-             "| model | batch x C | base fwd ms | defense ms | floor ms | defense / floor | defense / its form's floor | "
+             "| model | layout | batch x C | base fwd ms | defense ms | floor ms | defense / floor | defense / its form's floor | "
              "vs loop over hypotheses | vs per-sample loop | top-1 / top-3 / top-5 speed-up | PGD-10 img/s ours | torchattacks | "
              "ours / theirs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         tops = " / ".join(ratio(r.get(f"top{k}_speedup")) for k in (1, 3, 5))
         theirs = r.get("pgd_torchattacks_img_per_s")
         lines.append(
-            f"| {r['model']} | {r['batch']} x {r['classes']} | {ms(r['base_forward_s'])} | {ms(r['defense_s'])} | {ms(r['floor_s'])} | "
+            f"| {r['model']} | {r.get('memory_format', 'contiguous')} | {r['batch']} x {r['classes']} | {ms(r['base_forward_s'])} | {ms(r['defense_s'])} | {ms(r['floor_s'])} | "
             f"{ratio(r['defense_over_floor'])} | {ratio(r.get('defense_over_form_floor'))} | "
             f"{ratio(r.get('speedup_vs_loop_hypotheses'))} | {ratio(r.get('speedup_vs_loop_samples'))} | "
             f"{tops} | {_number(r.get('pgd_ours_img_per_s'))} | {_number(theirs)} | "

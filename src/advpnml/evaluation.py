@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .attacks import Attack, create_attack
 from .defense import AdversarialPnml
 from .distributed import DistContext
+from .models.layout import resolve_memory_format, set_memory_format
 
 ROWS = ("base", "defense")
 
@@ -232,6 +233,7 @@ def evaluate(
     progress: bool = True,
     log: Callable[[str], None] = print,
     dist_ctx: DistContext | None = None,
+    memory_format: str = "auto",
 ) -> EvalResult:
     """Evaluate ``model`` and (if ``settings.refine_eps`` is set) its defense under ``settings.attacks``.
 
@@ -244,13 +246,16 @@ def evaluate(
     samples and seed, never on the rank). A job that lost ranks resumes with any number of
     processes: every rank reads every records file before dealing out the remaining batches.
     Timings are summed over ranks (compute seconds), and ``timings["wall"]`` is this call's wall time.
+
+    ``model`` is moved to ``device`` and, by ``memory_format`` (see :mod:`advpnml.models.layout`), to
+    channels_last when it is convolutional and on CPU: same values, faster there.
     """
     start_wall = time.perf_counter()
     ctx = dist_ctx or DistContext()
     if not ctx.is_main:
         log, progress = (lambda message: None), False
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    model = model.to(device).eval()
+    model = set_memory_format(model.to(device).eval(), resolve_memory_format(model, device, memory_format))
     bounds = getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0))
     models: dict[str, nn.Module] = {"base": model}
     if settings.refine_eps is not None:

@@ -1,0 +1,77 @@
+"""channels_last is a layout, not a model change: same outputs, same defense, attacks still valid."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from advpnml import AdversarialPnml, create_model
+from advpnml.attacks import PGD
+from advpnml.evaluation import AttackSpec, EvalSettings, evaluate
+from advpnml.models import resolve_memory_format, set_memory_format
+
+
+@pytest.fixture
+def cifar_pair():
+    torch.manual_seed(0)
+    model = create_model("preact_resnet18", width=8).eval()
+    return model, set_memory_format(copy.deepcopy(model), "channels_last")
+
+
+def test_auto_is_channels_last_for_conv_models_on_cpu_only(tiny_cnn, tiny_mlp):
+    assert resolve_memory_format(tiny_cnn, "cpu") == "channels_last"
+    assert resolve_memory_format(tiny_cnn, "cuda") == "contiguous"
+    assert resolve_memory_format(tiny_mlp, "cpu") == "contiguous"
+    assert resolve_memory_format(tiny_mlp, "cpu", "channels_last") == "channels_last"
+    with pytest.raises(ValueError, match="memory_format"):
+        resolve_memory_format(tiny_cnn, "cpu", "nhwc")
+    with pytest.raises(ValueError, match="memory_format"):
+        set_memory_format(tiny_cnn, "auto")
+
+
+def test_set_memory_format_changes_strides_not_values(cifar_pair):
+    model, fast = cifar_pair
+    assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-5)
+    set_memory_format(fast, "contiguous")
+    assert fast.conv1.weight.is_contiguous()
+
+
+def test_defense_is_the_same_in_either_layout(cifar_pair):
+    model, fast = cifar_pair
+    x = torch.rand(3, 3, 32, 32)
+    out, out_fast = AdversarialPnml(model, 0.03).hypotheses(x), AdversarialPnml(fast, 0.03).hypotheses(x)
+    torch.testing.assert_close(out_fast.log_q, out.log_q, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out_fast.regret, out.regret, atol=1e-4, rtol=0)
+    # the input gradient through the defense (BPDA) keeps the input's shape and is finite
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(AdversarialPnml(fast, 0.03)(xr)[:, 0].sum(), xr)
+    assert grad.shape == x.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_pgd_on_a_channels_last_model_stays_in_the_ball(cifar_pair):
+    _, fast = cifar_pair
+    torch.manual_seed(1)
+    x = torch.rand(6, 3, 32, 32)
+    y = fast(x).argmax(1)
+    adv = PGD(8 / 255, 5, 2 / 255)(fast, x, y)
+    assert adv.shape == x.shape and (adv - x).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert (fast(adv).argmax(1) != y).any()
+
+
+def test_evaluate_gives_the_same_records_in_either_layout(tiny_cnn, mnist5k_test):
+    specs = [AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05}, base=True, defense="transfer"),
+             AttackSpec("Adaptive", "pgd", {"steps": 2, "step_size": 0.05, "loss": "margin"}, base=False, defense="direct")]
+    settings = EvalSettings(dataset="mnist5k", split="test", n=6, eps=0.1, refine_eps=0.1, attacks=specs, batch_size=3, seed=0)
+    data = mnist5k_test.head(6)
+    records = {}
+    for layout in ("contiguous", "channels_last"):
+        model = copy.deepcopy(tiny_cnn)
+        records[layout] = evaluate(model, data, settings, progress=False, log=lambda s: None, memory_format=layout).records
+        assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in rs] for rs in records.values()]
+    assert strip[0] == strip[1]
