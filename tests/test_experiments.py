@@ -82,7 +82,7 @@ def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model,
 def test_table1_and_detect_commands(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
     assert main(["reproduce", "table1", "--dataset", "mnist5k", "--checkpoint", str(checkpoint), "--samples", "4", "--attacks", "FGSM",
-                 "--checks", "0", "--device", "cpu", "--out", str(tmp_path / "t1")]) == 0
+                 "--checks", "0", "--device", "cpu", "--memory-format", "contiguous", "--out", str(tmp_path / "t1")]) == 0
     assert (tmp_path / "t1" / "results.md").is_file()
     assert main(["detect", "--checkpoint", str(checkpoint), "--samples", "6", "--steps", "2", "--device", "cpu",
                  "--out", str(tmp_path / "det")]) == 0

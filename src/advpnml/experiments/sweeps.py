@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from ..distributed import DistContext
 from ..evaluation import EvalSettings, evaluate
+from ..models.layout import resolve_memory_format, set_memory_format
 from .plotting import line_plot
 
 PARAMS = ("eps", "lam", "steps", "k", "hsja-eps")
@@ -68,7 +69,8 @@ def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
 
 def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str, values: list[Any], out: str | os.PathLike,
               device: str | torch.device = "cpu", reference: float | None = None, progress: bool = True,
-              log: Callable[[str], None] = print, dist_ctx: DistContext | None = None) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print, dist_ctx: DistContext | None = None,
+              memory_format: str = "auto") -> list[dict[str, Any]]:
     """Evaluate every value of ``param``; write ``sweep_<param>.md/.csv/.json`` and ``.png/.pdf`` into ``out``.
 
     Under torchrun (``dist_ctx``) each point's samples are sharded over the ranks; rank 0 writes.
@@ -83,6 +85,7 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
         if not base.attacks:
             raise ValueError("the hsja-eps sweep needs an HSJA column in the config's attacks")
     out = Path(out)
+    model = set_memory_format(model.to(device).eval(), resolve_memory_format(model, device, memory_format))
     _warm_up(model, dataset, device)
     rows = []
     for value in values:
@@ -90,7 +93,7 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
         log(f"{param} = {value}: {len(dataset)} samples, attacks {', '.join(s.column for s in settings.attacks)}")
         start = time.perf_counter()
         result = evaluate(model, dataset, settings, out / f"{param}={value}", device, progress=progress, log=lambda s: None,
-                          dist_ctx=ctx)
+                          dist_ctx=ctx, memory_format=memory_format)
         table = result.accuracy()
         row = {"value": value, "seconds": time.perf_counter() - start}
         for model_row, accs in table.items():
