@@ -16,8 +16,8 @@ from .data import DATASETS, DataFileError, load_dataset
 from .defense import AdversarialPnml
 from .distributed import init_distributed, shutdown_distributed
 from .evaluation import EvalSettings, evaluate, resolve_device
-from .models import (MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external, resolve_memory_format,
-                     set_memory_format)
+from .models import (MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external,
+                     resolve_memory_format, set_memory_format)
 from .reporting import markdown_table, summary_table, write_report
 from .training import TrainConfig, train
 
@@ -120,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         _, history = train(train_config, train_set, out, val_set, device, args.resume, dataset_name=name, dist_ctx=ctx,
-                           time_limit=60 * args.time_limit if args.time_limit else None)
+                           time_limit=60 * args.time_limit if args.time_limit else None, memory_format=args.memory_format)
     finally:
         shutdown_distributed()
     model_file = out / ("model.pt" if len(history) == train_config.epochs else "last.pt")
@@ -315,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop before an epoch that would end past this many minutes; --resume continues")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.lr=0.05")
+    p.add_argument("--memory-format", default="contiguous", choices=MEMORY_FORMATS,
+                   help="model layout; auto (channels_last for conv models on CPU) trains ~1.2x faster there but, float "
+                        "sums running in another order, a slightly different model than results/ records (default: %(default)s)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="robust accuracy of base and defense under the config's attacks")

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 from .attacks import PGD, project
 from .defense import AdversarialPnml
 from .distributed import DistContext
-from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint
+from .models import (create_model, load_checkpoint, load_external, read_checkpoint, resolve_memory_format, save_checkpoint,
+                     set_memory_format)
 from .models.checkpoint import load_weights
 from .models.registry import to_plain
 from .validation import check_nonnegative
@@ -140,6 +141,7 @@ def train(
     log: Callable[[str], None] = print,
     dist_ctx: DistContext | None = None,
     time_limit: float | None = None,
+    memory_format: str = "contiguous",
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train per ``config``; writes ``last.pt`` every epoch, ``model.pt`` at the end, ``metrics.csv``/``.png``.
 
@@ -153,6 +155,11 @@ def train(
     split across the ranks, each loss weighted by its share, so the averaged gradient is the
     one-process gradient of the same batch: W processes follow the single-process run (same batches,
     same learning rate) up to float summation order. Only rank 0 writes files and logs.
+
+    ``memory_format="auto"`` trains a conv model channels_last on CPU: a PGD-training step of the
+    Madry CNN (batch 50) 140 vs 171 ms, but float sums run in another order, so the trained model
+    differs slightly (the demo's worst cases: base 68 / defense 19% vs 69 / 24%). The default keeps
+    the layout every recorded result in ``results/`` was trained with.
     """
     from tqdm.auto import tqdm
 
@@ -183,6 +190,7 @@ def train(
         history = list(payload["history"])
         log(f"resuming from {last} at epoch {start_epoch + 1}/{config.epochs}")
     model.to(device)
+    set_memory_format(model, resolve_memory_format(model, device, memory_format))
     _optimizer_to(optimizer, device)
     trained = model
     if ctx.enabled:
