@@ -217,3 +217,12 @@ def test_pgd_without_best_tracking_is_the_madry_recursion(standard_model, batch)
     counter = CallCounter(standard_model)
     PGD(0.2, steps=4, step_size=0.05, keep_best=False)(counter, x, y)
     assert counter.batch_sizes == [len(y)] * 4, "no extra forward to judge the last iterate"
+    # targeted: descend the target's cross-entropy (the fused summed loss, negated)
+    target = (y + 1) % 10
+    ours = PGD(0.2, steps=4, step_size=0.05, random_start=False, keep_best=False, targeted=True)(standard_model, x, target)
+    x_adv = x.clone()
+    for _ in range(4):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(standard_model(x_adv), target, reduction="sum"), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() - 0.05 * grad.sign(), x - 0.2), x + 0.2).clamp(0, 1)
+    torch.testing.assert_close(ours, x_adv)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..validation import check_nonnegative, check_positive_int
 from .base import Attack, project
@@ -143,6 +144,14 @@ class PGD(Attack):
                         break
         return best, best_loss, best_fooled
 
+    def _summed_objective(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The objective summed over the batch. For cross-entropy the sum is fused into the loss (one
+        kernel fewer per step each way); the per-sample gradients are exactly those of the per-sample form."""
+        if self.loss == "ce":
+            total = F.cross_entropy(model(x), y, reduction="sum")
+            return -total if self.targeted else total
+        return self._scores(model, x, y)[1].sum()
+
     def _last_iterate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Plain Madry PGD, the last iterate: no per-step bookkeeping, and the eps-ball and the input
         box intersected once so each step ends in one clamp (the same points as :func:`project`)."""
@@ -153,8 +162,7 @@ class PGD(Attack):
         for _ in range(self.steps):
             current.requires_grad_(True)
             with torch.enable_grad():
-                _, objective = self._scores(model, current, y)
-                (grad,) = torch.autograd.grad(objective.sum(), current)
+                (grad,) = torch.autograd.grad(self._summed_objective(model, current, y), current)
             current = torch.clamp(torch.add(current.detach(), grad.sign(), alpha=self.step_size), lo, hi)
         return current
 
