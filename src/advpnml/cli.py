@@ -17,7 +17,7 @@ from .defense import AdversarialPnml
 from .distributed import init_distributed, shutdown_distributed
 from .evaluation import EvalSettings, evaluate, resolve_device
 from .models import (MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external,
-                     resolve_memory_format, set_memory_format)
+                     use_memory_format)
 from .reporting import markdown_table, summary_table, write_report
 from .training import TrainConfig, train
 
@@ -83,8 +83,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, meta = _load_model(args)
     model = model.to(device).eval()
-    set_memory_format(model, resolve_memory_format(model, device))
     dataset = load_dataset(args.dataset or meta.get("dataset") or "mnist5k", args.split, args.data_dir, args.download, args.n)
+    use_memory_format(model, device, example=dataset[0][0].unsqueeze(0))
     defense = AdversarialPnml(model, args.lam, args.refine_steps, top_k=args.top_k, bounds=dataset.info.bounds).eval()
     correct = {"base": 0, "defense": 0}
     seen = 0
@@ -257,7 +257,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/detect-{name}")
     print(f"regret detector on {name} ({len(y)} samples), lambda {lam}, eps {eps}, attacks of {args.steps} steps -> {out}")
     model = model.to(device).eval()
-    set_memory_format(model, resolve_memory_format(model, device))
+    use_memory_format(model, device, example=x)
     run_detection(model, x, y, lam, eps, out, steps=args.steps, beta=args.beta, bounds=dataset.info.bounds,
                   batch_size=args.batch_size)
     print((out / "detect.md").read_text())

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .attacks import Attack, create_attack
 from .defense import AdversarialPnml
 from .distributed import DistContext
-from .models.layout import resolve_memory_format, set_memory_format
+from .models.layout import use_memory_format
 
 ROWS = ("base", "defense")
 
@@ -255,7 +255,8 @@ def evaluate(
     if not ctx.is_main:
         log, progress = (lambda message: None), False
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    model = set_memory_format(model.to(device).eval(), resolve_memory_format(model, device, memory_format))
+    model = model.to(device).eval()
+    use_memory_format(model, device, memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
     bounds = getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0))
     models: dict[str, nn.Module] = {"base": model}
     if settings.refine_eps is not None:

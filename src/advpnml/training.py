@@ -25,8 +25,7 @@ from torch.utils.data import Dataset
 from .attacks import PGD, project
 from .defense import AdversarialPnml
 from .distributed import DistContext
-from .models import (create_model, load_checkpoint, load_external, read_checkpoint, resolve_memory_format, save_checkpoint,
-                     set_memory_format)
+from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
 from .models.checkpoint import load_weights
 from .models.registry import to_plain
 from .validation import check_nonnegative
@@ -190,14 +189,14 @@ def train(
         history = list(payload["history"])
         log(f"resuming from {last} at epoch {start_epoch + 1}/{config.epochs}")
     model.to(device)
-    set_memory_format(model, resolve_memory_format(model, device, memory_format))
+    x_all, y_all = _tensors(train_set)
+    use_memory_format(model, device, memory_format, example=x_all[:2])
     _optimizer_to(optimizer, device)
     trained = model
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    x_all, y_all = _tensors(train_set)
     bounds = getattr(getattr(train_set, "info", None), "bounds", (0.0, 1.0))
     n = x_all.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)

@@ -9,7 +9,7 @@ import torch
 from advpnml import AdversarialPnml, create_model
 from advpnml.attacks import PGD
 from advpnml.evaluation import AttackSpec, EvalSettings, evaluate
-from advpnml.models import resolve_memory_format, set_memory_format
+from advpnml.models import resolve_memory_format, set_memory_format, use_memory_format
 
 
 @pytest.fixture
@@ -75,3 +75,30 @@ def test_evaluate_gives_the_same_records_in_either_layout(tiny_cnn, mnist5k_test
         assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
     strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in rs] for rs in records.values()]
     assert strip[0] == strip[1]
+
+
+class ViewFlattenCNN(torch.nn.Module):
+    """A user model that flattens with ``.view``: it cannot run on channels-last activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.shape[0], -1))
+
+
+def test_auto_falls_back_to_contiguous_when_the_model_needs_it():
+    torch.manual_seed(0)
+    model, x = ViewFlattenCNN().train(), torch.rand(3, 3, 8, 8)
+    assert use_memory_format(model, "cpu", "auto", example=x) == "contiguous"
+    assert model.conv.weight.is_contiguous() and model.training, "weights back in place, mode restored"
+    model(x)  # runs
+    with pytest.raises(RuntimeError):
+        use_memory_format(model, "cpu", "channels_last", example=x)  # asked for explicitly: no silent fallback
+        model(x)
+    torch.manual_seed(0)
+    fine = create_model("preact_resnet18", width=8)
+    assert use_memory_format(fine, "cpu", "auto", example=x.new_zeros(2, 3, 32, 32)) == "channels_last"

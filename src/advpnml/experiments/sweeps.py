@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from ..distributed import DistContext
 from ..evaluation import EvalSettings, evaluate
-from ..models.layout import resolve_memory_format, set_memory_format
+from ..models.layout import use_memory_format
 from .plotting import line_plot
 
 PARAMS = ("eps", "lam", "steps", "k", "hsja-eps")
@@ -85,7 +85,8 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
         if not base.attacks:
             raise ValueError("the hsja-eps sweep needs an HSJA column in the config's attacks")
     out = Path(out)
-    model = set_memory_format(model.to(device).eval(), resolve_memory_format(model, device, memory_format))
+    model = model.to(device).eval()
+    use_memory_format(model, device, memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
     _warm_up(model, dataset, device)
     rows = []
     for value in values:

@@ -31,9 +31,41 @@ def resolve_memory_format(model: nn.Module, device: str | torch.device, memory_f
 def set_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
     """Store ``model``'s 4-D parameters and buffers in ``memory_format``, in place (like ``model.to``).
 
-    Values are unchanged; only strides change. Inputs need no conversion: a convolution with
-    channels-last weights gives channels-last activations, and gradients w.r.t. an input keep its shape.
+    Values are unchanged; only strides change, and parameters stay the same objects (an optimizer
+    holding them is unaffected). Inputs need no conversion: a convolution with channels-last
+    weights gives channels-last activations, and gradients w.r.t. an input keep its shape.
     """
     if memory_format not in ("channels_last", "contiguous"):
         raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', got {memory_format!r}")
-    return model.to(memory_format=torch.channels_last if memory_format == "channels_last" else torch.contiguous_format)
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.dim() == 4:
+                param.data = param.data.contiguous(memory_format=fmt)
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None and buf.dim() == 4:
+                module._buffers[name] = buf.contiguous(memory_format=fmt)
+    return model
+
+
+def use_memory_format(model: nn.Module, device: str | torch.device, memory_format: str = "auto",
+                      example: torch.Tensor | None = None) -> str:
+    """Resolve ``memory_format`` for ``model`` on ``device``, apply it in place, and return the layout used.
+
+    Under ``"auto"``, with an ``example`` input, channels_last is first tried on two inputs (forward
+    and input gradient, in eval mode): a model whose forward cannot run on channels-last activations
+    (e.g. ``x.view(n, -1)`` after a convolution) stays contiguous instead of failing later.
+    """
+    chosen = resolve_memory_format(model, device, memory_format)
+    set_memory_format(model, chosen)
+    if chosen == "channels_last" and memory_format == "auto" and example is not None:
+        from ..modes import eval_mode
+
+        x = example[:2].detach().to(device).requires_grad_(True)
+        try:
+            with torch.enable_grad(), eval_mode(model):
+                torch.autograd.grad(model(x).float().sum(), x)
+        except RuntimeError:
+            set_memory_format(model, "contiguous")
+            chosen = "contiguous"
+    return chosen
