@@ -3,11 +3,11 @@
 PyTorch allocates CPU tensors with the C library's ``malloc``. glibc serves large blocks with
 ``mmap`` and returns freed memory at the top of the heap to the system, so every call of the
 defense, whose N*H expanded batch makes tensors of tens of MiB, page-faults its activations in
-afresh: measured on the project's 2-core CPU, 17,000-29,000 minor page faults per MNIST-CNN
+afresh: measured on the project's 2-core CPU, 17,000-49,000 minor page faults per MNIST-CNN
 defense call (batch 32 x 10 hypotheses), 20-35% of its time. Raising glibc's mmap threshold to
-its maximum (32 MiB) and its trim threshold to 1 GiB makes freed blocks reusable: zero faults,
-same values. This is the same remedy as PyTorch's CPU performance guide's jemalloc/tcmalloc, done
-in-process. The CLI applies it at start-up; a library user calls :func:`tune_cpu_allocator` once.
+its maximum (32 MiB) and its trim threshold to 1 GiB makes freed blocks reusable: 0-1,400 faults
+per call, same values. This is the same remedy as PyTorch's CPU performance guide's jemalloc or
+tcmalloc, done in-process. The CLI applies it at start-up; a library user calls :func:`tune_cpu_allocator` once.
 The cost: the process keeps up to ``trim_threshold`` bytes of freed memory for reuse.
 """
 from __future__ import annotations
