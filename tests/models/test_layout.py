@@ -30,6 +30,16 @@ def test_auto_is_channels_last_for_conv_models_on_cpu_only(tiny_cnn, tiny_mlp):
         set_memory_format(tiny_cnn, "auto")
 
 
+def test_a_single_channel_conv_is_restrided_too(tiny_cnn):
+    """(C_out, 1, k, k) counts as channels-last either way; only explicit channels-last strides make
+    the convolution's output channels-last (the MNIST CNN's whole speed-up depends on it)."""
+    set_memory_format(tiny_cnn, "channels_last")
+    assert tiny_cnn.conv1.weight.stride()[1] == 1
+    with torch.no_grad():
+        out = tiny_cnn.conv1(torch.rand(2, 1, 28, 28))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+
+
 def test_set_memory_format_changes_strides_not_values(cifar_pair):
     model, fast = cifar_pair
     assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)

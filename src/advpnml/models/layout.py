@@ -41,10 +41,10 @@ def set_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
     for module in model.modules():
         for param in module.parameters(recurse=False):
             if param.dim() == 4:
-                param.data = param.data.contiguous(memory_format=fmt)
+                param.data = param.data.to(memory_format=fmt)
         for name, buf in module.named_buffers(recurse=False):
             if buf is not None and buf.dim() == 4:
-                module._buffers[name] = buf.contiguous(memory_format=fmt)
+                module._buffers[name] = buf.to(memory_format=fmt)
     return model
 
 
