@@ -73,11 +73,13 @@ def measure_rounds(fns: dict[str, Callable[[], Any] | tuple[Callable[[Any], Any]
     """Median seconds of each function, measured in interleaved rounds (one run of each per round).
 
     On a shared or thermally throttled machine speed drifts over seconds; interleaving makes every
-    ratio compare runs taken at the same time. A ``(fn, setup)`` pair times ``fn(setup())`` only.
+    ratio compare runs taken at the same time, and the order rotates each round so no function
+    always runs first (or right after the same one). A ``(fn, setup)`` pair times ``fn(setup())`` only.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
+    entries = list(fns.items())
     for i in range(warmup + repeats):
-        for name, entry in fns.items():
+        for name, entry in entries[i % len(entries):] + entries[:i % len(entries)]:
             fn, setup = entry if isinstance(entry, tuple) else (entry, None)
             arg = setup() if setup is not None else None
             _sync(device)
