@@ -9,7 +9,10 @@ Cost, near its floor (``benchmarks/defense_speed.py``): the first refinement ste
 hypotheses shares one forward of the N inputs, its H input gradients are vector-Jacobian products
 of that one graph (cotangent ``softmax - onehot(y_i)``, batched with ``is_grads_batched``), then one
 forward of the N*H refined inputs. Batches larger than the memory budget are cut into chunks with
-the same result. The refinement direction
+the same result. On CPU two process-level settings matter as much (``results/README.md``): a
+channels-last model (:func:`advpnml.models.use_memory_format`) and glibc's allocator tuned so the
+N*H tensors are not page-faulted in on every call (:func:`advpnml.allocator.tune_cpu_allocator`);
+the command line does both. The refinement direction
 ``sign(grad)`` is piecewise constant, so the refined input is written ``x + delta.detach()``: its
 gradient w.r.t. ``x`` is the identity. That is the paper's BPDA (Sec. 5.1), made explicit, so
 any gradient attack run on this module is the paper's adaptive attack.
