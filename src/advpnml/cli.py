@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement, after one warm-up (default: %(default)s)")
     p.add_argument("--batch", type=int, default=None, help="batch size for every model (default: per model and device)")
     p.add_argument("--skip-loops", action="store_true", help="skip the naive reference loops (a quick re-check)")
-    p.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"],
+    p.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
                    help="layout the defense and PGD run in; references use the fastest layout (default: %(default)s, "
                         "channels_last for conv models on CPU)")
     p.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")

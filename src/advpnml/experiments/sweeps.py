@@ -86,7 +86,8 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
             raise ValueError("the hsja-eps sweep needs an HSJA column in the config's attacks")
     out = Path(out)
     model = model.to(device).eval()
-    use_memory_format(model, device, memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
+    # resolved (and tried) once here; every point's evaluate then takes the layout as given
+    memory_format = use_memory_format(model, device, memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
     _warm_up(model, dataset, device)
     rows = []
     for value in values:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..modes import eval_mode
+
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
@@ -59,8 +61,6 @@ def use_memory_format(model: nn.Module, device: str | torch.device, memory_forma
     chosen = resolve_memory_format(model, device, memory_format)
     set_memory_format(model, chosen)
     if chosen == "channels_last" and memory_format == "auto" and example is not None:
-        from ..modes import eval_mode
-
         x = example[:2].detach().to(device).requires_grad_(True)
         try:
             with torch.enable_grad(), eval_mode(model):
