@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .allocator import allocator_description
 from .attacks import PGD
@@ -39,6 +40,9 @@ CASES: dict[str, tuple[str, dict, tuple[int, ...], int, int]] = {
 }
 #: the many-class case for top-k: the MNIST CNN with a 100-way head
 TOPK_CASE = ("madry_cnn", {"num_classes": 100}, (1, 28, 28), 32, 256)
+#: PGD's launch-bound case: one MNIST image and many steps, so the time is per-step overhead
+#: (Python, dispatch and, on a GPU, kernel launches) rather than arithmetic
+OVERHEAD_CASE = ("madry_cnn", {}, (1, 28, 28), 1, 50)
 
 
 def loop_over_hypotheses(model: nn.Module, x: torch.Tensor, refine_eps: float) -> torch.Tensor:
@@ -231,10 +235,67 @@ def bench_pgd(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: 
     return out
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the operators dispatched to the backend that do work (views excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_ops(fn: Callable[[], Any]) -> int:
+    """Operators that do work in one call of ``fn``, forward and backward (views excluded).
+
+    The same count on any device; on a GPU each is about one kernel launch, which is what a
+    launch-bound attack pays for.
+    """
+    with _OpCounter() as counter:
+        fn()
+    return counter.count
+
+
+def bench_pgd_overhead(device: torch.device, repeats: int) -> dict[str, Any]:
+    """PGD where overhead is everything (:data:`OVERHEAD_CASE`): seconds per call and operators
+    dispatched per call, ours (last iterate, the same work as torchattacks) and torchattacks'.
+
+    On a GPU a small batch leaves the device idle between kernels, so the attack with less host
+    work and fewer launches per step wins; this measures that directly, on any device.
+    """
+    arch, kwargs, shape, batch, steps = OVERHEAD_CASE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(arch, **kwargs).to(device).eval()
+        x = torch.rand(batch, *shape, device=device)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ours = PGD(8 / 255, steps, 2 / 255, keep_best=False)
+    fns = {"ours": lambda: ours(model, x, y)}
+    try:
+        import torchattacks
+
+        theirs = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=True)
+        fns["torchattacks"] = lambda: theirs(x, y)
+    except ImportError:
+        pass
+    times = measure_rounds(fns, device, repeats)
+    out: dict[str, Any] = {"model": arch, "batch": batch, "steps": steps}
+    for name, fn in fns.items():
+        out[f"{name}_s"] = times[name]
+        out[f"{name}_ops_per_call"] = dispatched_ops(fn)
+    if "torchattacks" in fns:
+        out["ours_over_torchattacks"] = times["torchattacks"] / times["ours"]  # > 1: ours is faster
+    return out
+
+
 def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "cpu", threads: int | None = None,
                   repeats: int = 5, batch: int | None = None, out: str | os.PathLike | None = None,
                   log: Callable[[str], None] = print, loops: bool = True, memory_format: str = "auto") -> dict[str, Any]:
-    """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case).
+    """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case), then
+    PGD's launch-bound case (:func:`bench_pgd_overhead`) when any case runs PGD.
 
     ``loops=False`` skips the naive reference loops (the slow part), for a quick re-check.
     """
@@ -261,6 +322,11 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
             path = Path(out)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=2) + "\n")
+    if any(name in CASES for name in names):
+        result["pgd_overhead"] = bench_pgd_overhead(device, repeats)
+        result["seconds"] = time.perf_counter() - start
+        if out is not None:
+            Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -293,4 +359,10 @@ def format_table(result: dict[str, Any]) -> str:
             f"{tops} | {_number(r.get('pgd_ours_img_per_s'))} | {_number(theirs)} | "
             f"{ratio(r.get('pgd_ours_over_torchattacks'))} |"
         )
+    o = result.get("pgd_overhead")
+    if o:
+        theirs = (f"torchattacks {ms(o['torchattacks_s'])} ms, {o['torchattacks_ops_per_call']} ops; "
+                  f"ours / theirs {ratio(o['ours_over_torchattacks'])}") if "torchattacks_s" in o else "torchattacks not installed"
+        lines += ["", f"PGD-{o['steps']} launch-bound ({o['model']}, batch {o['batch']}; time per call, operators dispatched per call): "
+                      f"ours {ms(o['ours_s'])} ms, {o['ours_ops_per_call']} ops; {theirs}"]
     return "\n".join(lines)

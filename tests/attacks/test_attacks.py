@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from advpnml import AdversarialPnml
 from advpnml.attacks import FGSM, PGD, HopSkipJump, Transfer, create_attack, margin
+from advpnml.benchmark import dispatched_ops
+from advpnml.modes import frozen_parameters
 
 from ..conftest import CallCounter, accuracy
 
@@ -202,6 +204,21 @@ def test_adaptive_attack_through_the_defense(standard_model, batch):
     assert (x_ce - x).abs().max() <= 0.3 + TOL and (x_margin - x).abs().max() <= 0.3 + TOL
     assert accuracy(defense, x_ce, y) < accuracy(defense, x, y) - 0.3
     assert accuracy(defense, x_margin, y) <= 0.1
+
+
+def test_pgd_last_iterate_step_is_one_gradient_and_three_elementwise_ops(tiny_cnn):
+    """Launch-bound (small batch, a GPU) PGD pays per operator: each step is one forward and backward
+    of the summed loss plus sign, add and clamp (torchattacks' step: sign and six more)."""
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
+    xr = x.clone().requires_grad_(True)
+
+    def gradient():
+        with frozen_parameters(tiny_cnn):
+            return torch.autograd.grad(F.cross_entropy(tiny_cnn(xr), y, reduction="sum"), xr)
+
+    per_gradient = dispatched_ops(gradient)
+    calls = {steps: dispatched_ops(lambda: PGD(0.1, steps=steps, step_size=0.02, keep_best=False)(tiny_cnn, x, y)) for steps in (2, 5)}
+    assert (calls[5] - calls[2]) == 3 * (per_gradient + 3)
 
 
 def test_pgd_without_best_tracking_is_the_madry_recursion(standard_model, batch):
