@@ -7,6 +7,7 @@ Targets (issue 6): defense <= 1.25x its floor; on CPU >= 1.3x faster than a loop
 and >= 5x faster than the per-sample loop (on GPU >= 10x); PGD throughput >= torchattacks';
 top-3 of 100 classes >= 10x cheaper than all 100. torchattacks is optional:
 ``pip install --no-deps torchattacks`` (its torchvision requirement would replace torch).
+``pgd_profile.py`` traces a PGD gap to kernels; ``gpu_pgd_check.sh`` runs both on a lent GPU.
 """
 import sys
 
