@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from advpnml.attacks import PGD
 from advpnml.allocator import tune_cpu_allocator
-from advpnml.benchmark import CASES, dispatched_ops, measure_rounds
+from advpnml.benchmark import CASES, dispatched_ops, measure_rounds, pgd_contenders
 from advpnml.models import create_model, resolve_memory_format, set_memory_format
 
 
@@ -72,16 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         model = create_model(arch, **kwargs).to(device).eval()
         model = set_memory_format(model, resolve_memory_format(model, device, "auto"))
         x = torch.rand(batch, *shape, device=device)
-        with torch.no_grad():
-            y = model(x).argmax(1)
-        ours = PGD(8 / 255, args.steps, 2 / 255, keep_best=False)
-        fns = {"ours": lambda: ours(model, x, y)}
-        try:
-            import torchattacks
-
-            theirs = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=args.steps, random_start=True)
-            fns["torchattacks"] = lambda: theirs(x, y)
-        except ImportError:
+        fns = pgd_contenders(model, x, args.steps)
+        if "torchattacks" not in fns:
             print("torchattacks not installed: ours only", file=sys.stderr)
         walls = measure_rounds(fns, device, args.repeats)  # interleaved: both see the same machine state
         row = {"model": name, "batch": batch, "steps": args.steps,

@@ -211,15 +211,17 @@ def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch
     return row
 
 
-def bench_pgd(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int, steps: int = 10) -> dict[str, Any]:
-    """PGD-10 images per second, ours and torchattacks' (when importable) on the same model and settings."""
+def pgd_contenders(model: nn.Module, x: torch.Tensor, steps: int, keep_best: bool = False) -> dict[str, Callable[[], Any]]:
+    """PGD calls to compare at eps 8/255, step 2/255, random start, on the model's own predictions:
+    ``ours`` (the last iterate, as torchattacks returns: equal work), ``torchattacks`` when importable,
+    and with ``keep_best`` ours in its default mode (judging the last iterate too: one more forward)."""
     with torch.no_grad():
         y = model(x).argmax(1)
-    # keep_best=False: the last iterate, as torchattacks returns (equal work); the default also
-    # judges the last iterate to keep each sample's best one (one more forward).
     ours = PGD(8 / 255, steps, 2 / 255, keep_best=False)
-    best = PGD(8 / 255, steps, 2 / 255)
-    fns = {"ours": lambda: ours(model, x, y), "ours_keep_best": lambda: best(model, x, y)}
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours(model, x, y)}
+    if keep_best:
+        best = PGD(8 / 255, steps, 2 / 255)
+        fns["ours_keep_best"] = lambda: best(model, x, y)
     try:
         import torchattacks
 
@@ -227,7 +229,12 @@ def bench_pgd(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: 
         fns["torchattacks"] = lambda: theirs(x, y)
     except ImportError:
         pass
-    times = measure_rounds(fns, device, repeats)
+    return fns
+
+
+def bench_pgd(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int, steps: int = 10) -> dict[str, Any]:
+    """PGD-10 images per second, ours and torchattacks' (when importable) on the same model and settings."""
+    times = measure_rounds(pgd_contenders(model, x, steps, keep_best=True), device, repeats)
     out: dict[str, Any] = {f"pgd_{name}_img_per_s": x.shape[0] / t for name, t in times.items()}
     out.setdefault("pgd_torchattacks_img_per_s", None)
     if out["pgd_torchattacks_img_per_s"]:
@@ -270,17 +277,7 @@ def bench_pgd_overhead(device: torch.device, repeats: int) -> dict[str, Any]:
         torch.manual_seed(0)
         model = create_model(arch, **kwargs).to(device).eval()
         x = torch.rand(batch, *shape, device=device)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    ours = PGD(8 / 255, steps, 2 / 255, keep_best=False)
-    fns = {"ours": lambda: ours(model, x, y)}
-    try:
-        import torchattacks
-
-        theirs = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=True)
-        fns["torchattacks"] = lambda: theirs(x, y)
-    except ImportError:
-        pass
+    fns = pgd_contenders(model, x, steps)
     times = measure_rounds(fns, device, repeats)
     out: dict[str, Any] = {"model": arch, "batch": batch, "steps": steps}
     for name, fn in fns.items():
