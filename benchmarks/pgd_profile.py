@@ -5,9 +5,9 @@
 For each attack: wall time per call (median of interleaved repeats), operators dispatched per call,
 the busy time of one profiled call (on a GPU the sum of kernel times, so idle gaps are the rest of
 the wall time; on a CPU the operators' self-times, inflated by the profiler) and the most expensive
-kernels or operators. When ``advpnml bench`` shows a throughput
-gap, this says whether it is kernels (busy time differs), launches (operator counts) or host-side
-stalls (busy time equal, wall time not). Same settings as the bench's PGD columns: eps 8/255,
+kernels or operators. When ``advpnml bench`` shows a throughput gap, this says whether it is
+kernels (busy time differs), launches (operator counts) or host-side stalls (busy time equal, wall
+time not). Same settings as the bench's PGD columns: eps 8/255,
 step 2/255, random start, the last iterate (``keep_best=False``: torchattacks' semantics).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from advpnml.allocator import tune_cpu_allocator
@@ -25,29 +26,31 @@ from advpnml.benchmark import CASES, dispatched_ops, measure_rounds, pgd_contend
 from advpnml.models import create_model, resolve_memory_format, set_memory_format
 
 
-def _self_time_us(event, device: torch.device) -> float:
-    if device.type == "cuda":  # renamed from self_cuda_time_total in recent releases
-        return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0)
-    return event.self_cpu_time_total
+def _costs(prof, device: torch.device) -> list[tuple[str, int, float]]:
+    """(name, calls, self-time in us) of what did the work: on CPU the aten operators, on a GPU the
+    kernels (device events; where a build attributes kernel time only to the launching operator,
+    those operators' self device times, which do not overlap either)."""
+    averages = prof.key_averages()
+    if device.type == "cpu":
+        return [(e.key, e.count, e.self_cpu_time_total) for e in averages if e.key.startswith("aten::") and e.self_cpu_time_total > 0]
+    kernels = [e for e in averages if e.device_type != DeviceType.CPU and e.self_device_time_total > 0]
+    kernels = kernels or [e for e in averages if e.self_device_time_total > 0]
+    return [(e.key, e.count, e.self_device_time_total) for e in kernels]
 
 
 def profile_attack(fn, device: torch.device, top: int) -> dict:
-    """One profiled call of ``fn`` (after a warm-up): device busy time, operators and the top kernels."""
+    """One profiled call of ``fn`` (after a warm-up): busy time, operators and the top kernels."""
     fn()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    # On CPU the aten leaves are the work; on a GPU the kernels (events that ran on the device).
-    events = [e for e in prof.key_averages() if _self_time_us(e, device) > 0]
-    if device.type == "cpu":
-        events = [e for e in events if e.key.startswith("aten::")]
-    events.sort(key=lambda e: -_self_time_us(e, device))
+    costs = sorted(_costs(prof, device), key=lambda c: -c[2])
     return {
-        "busy_ms": 1e-3 * sum(_self_time_us(e, device) for e in events),
+        "busy_ms": 1e-3 * sum(c[2] for c in costs),
         "ops_per_call": dispatched_ops(fn),
-        "top": [{"name": e.key[:80], "calls": e.count, "ms": 1e-3 * _self_time_us(e, device)} for e in events[:top]],
+        "top": [{"name": name[:80], "calls": calls, "ms": 1e-3 * us} for name, calls, us in costs[:top]],
     }
 
 
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}, batch {batch}, PGD-{args.steps} on {result['device']}")
         for k in fns:
             r = row[k]
-            print(f"  {k:>12}: wall {r['wall_ms']:.2f} ms, device busy {r['busy_ms']:.2f} ms, {r['ops_per_call']} ops")
+            print(f"  {k:>12}: wall {r['wall_ms']:.2f} ms, busy {r['busy_ms']:.2f} ms, {r['ops_per_call']} ops")
             for t in r["top"]:
                 print(f"      {t['ms']:8.2f} ms  {t['calls']:5d} x  {t['name']}")
     if args.out:

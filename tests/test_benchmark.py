@@ -44,7 +44,6 @@ def test_benchmark_can_skip_the_reference_loops(tmp_path):
     assert "loop_samples_s" not in row and row["defense_over_form_floor"] > 0 and "pgd_ours_img_per_s" in row
 
 
-
 def test_dispatched_ops_count_work_not_views():
     x = torch.rand(4, 3, requires_grad=True)
     assert dispatched_ops(lambda: (x + 1).view(-1).sign()) == 2
