@@ -22,8 +22,8 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from advpnml.allocator import tune_cpu_allocator
-from advpnml.benchmark import CASES, dispatched_ops, measure_rounds, pgd_contenders
-from advpnml.models import create_model, resolve_memory_format, set_memory_format
+from advpnml.benchmark import CASES, dispatched_ops, measure_rounds, pgd_contenders, random_case
+from advpnml.models import resolve_memory_format, set_memory_format
 
 
 def _costs(prof, device: torch.device) -> list[tuple[str, int, float]]:
@@ -70,10 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         arch, kwargs, shape, cpu_batch, gpu_batch = CASES[name]
         batch = args.batch or (gpu_batch if device.type == "cuda" else cpu_batch)
-        torch.manual_seed(0)
-        model = create_model(arch, **kwargs).to(device).eval()
-        model = set_memory_format(model, resolve_memory_format(model, device, "auto"))
-        x = torch.rand(batch, *shape, device=device)
+        model, x = random_case(arch, kwargs, shape, batch, device)
+        set_memory_format(model, resolve_memory_format(model, device, "auto"))
         fns = pgd_contenders(model, x, args.steps)
         if "torchattacks" not in fns:
             print("torchattacks not installed: ours only", file=sys.stderr)

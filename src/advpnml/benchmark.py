@@ -129,6 +129,14 @@ def floor_functions(model: nn.Module, x: torch.Tensor, hypotheses: int) -> dict[
     }
 
 
+def random_case(arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
+    """A model with seeded random weights (speed does not depend on them), in eval mode, and a
+    random input batch; the caller's RNG state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model(arch, **kwargs).to(device).eval(), torch.rand(batch, *shape, device=device)
+
+
 def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, device: torch.device,
                repeats: int = 5, refine_eps: float = 0.1, loops: bool = True, pgd: bool = True,
                top_ks: tuple[int, ...] = (1, 3, 5), memory_format: str = "auto",
@@ -140,10 +148,7 @@ def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch
     is kept, so a layout speed-up never flatters a ratio: the floor parts, the base forward and (on
     CPU) the naive loops are each the minimum over layouts (``*_by_layout_s`` keeps every measurement).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        contiguous = create_model(arch, **kwargs).to(device).eval()
-        x = torch.rand(batch, *shape, device=device)
+    contiguous, x = random_case(arch, kwargs, shape, batch, device)
     layouts = {"contiguous": contiguous}
     if has_conv2d(contiguous):
         layouts["channels_last"] = set_memory_format(copy.deepcopy(contiguous), "channels_last")
@@ -273,10 +278,7 @@ def bench_pgd_overhead(device: torch.device, repeats: int) -> dict[str, Any]:
     work and fewer launches per step wins; this measures that directly, on any device.
     """
     arch, kwargs, shape, batch, steps = OVERHEAD_CASE
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = create_model(arch, **kwargs).to(device).eval()
-        x = torch.rand(batch, *shape, device=device)
+    model, x = random_case(arch, kwargs, shape, batch, device)
     fns = pgd_contenders(model, x, steps)
     times = measure_rounds(fns, device, repeats)
     out: dict[str, Any] = {"model": arch, "batch": batch, "steps": steps}
@@ -308,22 +310,24 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
         "threads": torch.get_num_threads(), "torch": torch.__version__, "allocator": allocator_description(), "repeats": repeats, "seconds": 0.0, "rows": [],
     }
     start = time.perf_counter()
+
+    def save() -> None:  # after every measurement, so a run cut short keeps what it measured
+        result["seconds"] = time.perf_counter() - start
+        if out is not None:
+            path = Path(out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2) + "\n")
+
     for name in names:
         arch, kwargs, shape, cpu_batch, gpu_batch = TOPK_CASE if name == "mnist_cnn_100" else CASES[name]
         size = batch or (gpu_batch if device.type == "cuda" else cpu_batch)
         many = name == "mnist_cnn_100"
         result["rows"].append(bench_case(name, arch, kwargs, shape, size, device, repeats, loops=loops and not many, pgd=not many,
                                             memory_format=memory_format, log=log))
-        result["seconds"] = time.perf_counter() - start
-        if out is not None:  # after every case, so a run cut short keeps what it measured
-            path = Path(out)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2) + "\n")
+        save()
     if any(name in CASES for name in names):
         result["pgd_overhead"] = bench_pgd_overhead(device, repeats)
-        result["seconds"] = time.perf_counter() - start
-        if out is not None:
-            Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        save()
     return result
 
 
