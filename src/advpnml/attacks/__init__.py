@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .apgd import APGD, APGDT
+from .autoattack import ReferenceAutoAttack
 from .base import Attack, eval_mode, project
 from .fgsm import FGSM
 from .hsja import HopSkipJump
@@ -18,7 +19,11 @@ from .square import Square
 from .transfer import Transfer
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "square": Square, "hsja": HopSkipJump,
-                                    "joint": JointHypotheses}
+                                    "joint": JointHypotheses, "autoattack": ReferenceAutoAttack}
+
+#: Attacks that are a whole evaluation protocol of their own (the reference AutoAttack runs its
+#: attacks in a cascade inside): they always see every sample, never only what ours left robust.
+REFERENCE_ATTACKS = ("autoattack",)
 
 
 def create_attack(name: str, **params: Any) -> Attack:
@@ -31,5 +36,5 @@ def create_attack(name: str, **params: Any) -> Attack:
         raise ValueError(f"bad parameters for attack {name!r}: {err}") from None
 
 
-__all__ = ["APGD", "APGDT", "ATTACKS", "Attack", "FGSM", "HopSkipJump", "JointHypotheses", "LOSSES", "PGD", "Square", "Transfer",
+__all__ = ["APGD", "APGDT", "ATTACKS", "REFERENCE_ATTACKS", "ReferenceAutoAttack", "Attack", "FGSM", "HopSkipJump", "JointHypotheses", "LOSSES", "PGD", "Square", "Transfer",
            "attack_objective", "create_attack", "cross_entropy", "dlr", "dlr_targeted", "eval_mode", "margin", "project"]
