@@ -39,8 +39,9 @@ def run_demo(out: Path, device: torch.device, retrain: bool = False, n: int | No
     settings = EvalSettings("mnist5k", "test", len(dataset), evaluation["eps"], config["defense"]["refine_eps"],
                             attack_specs(config), batch_size=evaluation["batch_size"], model=str(checkpoint))
     print(f"[2/2] evaluating base vs Adversarial pNML (lambda={settings.refine_eps}) on {len(dataset)} test images, eps={settings.eps}")
-    print("      reduced budgets for a CPU (the paper: PGD 50x0.01 with 20 restarts, adaptive 300x0.01 with 20, HSJA 26K queries);")
-    print("      beyond the paper: the margin-loss adaptive attack and APGD-T (Croce & Hein), transferred and through the defense:")
+    print("      the paper's columns at reduced budgets for a CPU (the paper: PGD 50x0.01 with 20 restarts, adaptive 300x0.01 with 20,")
+    print("      HSJA 26K queries); beyond the paper, at AutoAttack's full budget (100 steps, all 9 targets): APGD-T (Croce & Hein),")
+    print("      transferred and through the defense, the attack that decides the defense's worst case; the margin adaptive attack:")
     for spec in settings.attacks:
         print(f"      {spec.column:<9} {spec.attack} {spec.params} on base: {spec.base}, on defense: {spec.defense}")
     try:
