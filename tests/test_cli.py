@@ -14,6 +14,35 @@ def test_help(command, capsys):
     assert exit_info.value.code == 0 and "usage: advpnml" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["-h"]])
+def test_top_level_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "usage: advpnml" in out and "detect" in out
+
+
+def test_autoattack_suite_without_the_extra_is_one_line_before_any_work(standard_model, tmp_path, monkeypatch, capsys):
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_pyautoattack(name, *args, **kwargs):
+        if name.startswith("pyautoattack"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    monkeypatch.delitem(sys.modules, "pyautoattack", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_pyautoattack)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--samples", "2", "--suite", "autoattack", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'advpnml[autoattack]'" in err
+    assert not out.exists(), "refused before any evaluation started"
+
+
 def test_info_lists_datasets(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out

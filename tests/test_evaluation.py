@@ -11,11 +11,11 @@ import time
 import pytest
 import torch
 
-from advpnml.evaluation import AttackSpec, EvalResult, EvalSettings, evaluate
+from advpnml.evaluation import SKIPPED, AttackSpec, EvalResult, EvalSettings, evaluate
 from advpnml.models import save_checkpoint
 from advpnml.reporting import markdown_table, write_report
 
-from .conftest import write_eval_config
+from .conftest import REPO, write_eval_config
 
 SPECS = [
     AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
@@ -90,3 +90,38 @@ def test_a_killed_run_resumes_with_no_sample_lost_or_counted_twice(standard_mode
     assert sorted(r["index"] for r in resumed) == list(range(16))
     assert sorted(resumed, key=lambda r: r["index"]) == whole
     assert json.loads((killed / "results.json").read_text())["accuracy"] == json.loads((tmp_path / "whole" / "results.json").read_text())["accuracy"]
+
+
+DETERMINISTIC = [
+    AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
+    AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05, "random_start": False}, base=True, defense="transfer"),
+    AttackSpec("Adaptive", "pgd", {"steps": 3, "step_size": 0.05, "random_start": False, "loss": "margin"}, base=False, defense="direct"),
+]
+
+
+def test_cascade_gives_the_same_worst_case_for_less_work(standard_model, mnist5k_test):
+    """With attacks whose result for a sample does not depend on the rest of its batch, the cascade's
+    per-sample worst case is exactly the full evaluation's; it attacks fewer samples, and columns are cumulative."""
+    data = mnist5k_test.head(24)
+    full = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8), progress=False,
+                    log=lambda s: None)
+    cascade = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8, cascade=True),
+                       progress=False, log=lambda s: None)
+    for row in ("base", "defense"):
+        assert torch.equal(full.robust(row), cascade.robust(row)), row
+        accs = [a for a in cascade.accuracy()[row].values() if a is not None]
+        assert accs == sorted(accs, reverse=True), f"{row}: a cascade's columns can only fall: {accs}"
+    skipped = sum(p == SKIPPED for r in cascade.records for cols in r["pred"].values() for p in cols.values())
+    assert skipped > 0, "samples already broken are not attacked again"
+    assert cascade.accuracy()["defense"]["Adaptive"] == cascade.accuracy()["defense"]["Best attack"]
+
+
+def test_cascade_changes_the_digest_and_old_runs_keep_theirs():
+    assert _settings().digest() != _settings(cascade=True).digest()
+    stored = REPO / "results" / "gpu_h200" / "advertorch_lenet5" / "records.jsonl"
+    if not stored.exists():
+        pytest.skip("no stored run")
+    header = json.loads(stored.read_text().splitlines()[0])
+    settings = dict(header["settings"])
+    settings["attacks"] = [AttackSpec(**a) for a in settings["attacks"]]
+    assert EvalSettings(**settings).digest() == header["digest"], "a run stored before the cascade option must still resume"

@@ -61,6 +61,12 @@ def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model,
         assert [s.column for s in attack_specs(config)][-2:] == ["APGD-T", "APGD-T adaptive"], preset
         assert [s.column for s in attack_specs(config, suite="strong")][-4:] == [
             "APGD-CE", "APGD-CE adaptive", "Joint hypotheses", "Square"], preset
+        reference = attack_specs(config, suite="autoattack")[-1]
+        assert (reference.column, reference.attack, reference.base, reference.defense) == ("AutoAttack", "autoattack", True, "direct")
+    with pytest.raises(ValueError, match="needs the config's"):
+        attack_specs(load_config("toy2d"), suite="autoattack")
+    named = attack_specs(load_config("mnist"), ["square", "APGD-T adaptive"], suite="strong")
+    assert [s.column for s in named] == ["Square", "APGD-T adaptive"], "a cascade runs the columns in the order named"
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
     small = ["PGD.steps=2", "PGD.restarts=1", "Adaptive.steps=2", "Adaptive-margin.steps=2", "HSJA.max_queries=20",
              "APGD-CE.steps=2", "APGD-T.steps=2", "APGD-T.n_targets=1", "APGD-CE adaptive.steps=2", "APGD-T adaptive.steps=2",
@@ -97,3 +103,20 @@ def test_demo_reuses_its_model_and_reports_the_strong_columns(standard_model, tm
     table = (tmp_path / "eval" / "results.md").read_text()
     assert "| Model | Natural | FGSM | PGD | Adaptive | Adaptive-margin | HSJA | APGD-T | APGD-T adaptive | Best attack |" in table
     assert (tmp_path / "eval" / "results.png").is_file()
+
+
+def test_autoattack_suite_records_the_reference_beside_ours(standard_model, tmp_path):
+    pytest.importorskip("pyautoattack")
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--samples", "4", "--suite", "autoattack", "--cascade", "--checks", "4",
+            "--device", "cpu", "--attacks", "APGD-T adaptive,AutoAttack", "--set", "APGD-T adaptive.steps=2",
+            "--set", "APGD-T adaptive.n_targets=1", "--out", str(tmp_path / "eval")]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (tmp_path / "eval" / "records.jsonl").read_text().splitlines()[1:]]
+    assert all("AutoAttack" in r["pred"]["base"] and "AutoAttack" in r["pred"]["defense"] for r in records)
+    assert all("dynamic" in r["flags"]["defense/AutoAttack"] for r in records)
+    report = (tmp_path / "eval" / "results.md").read_text()
+    assert "## Our attacks vs the reference AutoAttack" in report and "AutoAttack flag: dynamic" in report
+    assert "Cascade (AutoAttack's protocol)" in report
+    summary = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert summary["reference_comparison"]["defense"]["both"] <= summary["reference_comparison"]["defense"]["ours"]

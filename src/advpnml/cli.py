@@ -11,11 +11,11 @@ import torch
 
 from . import __version__
 from .allocator import tune_cpu_allocator
-from .config import apply_overrides, attack_specs, list_configs, load_config
+from .config import SUITES, apply_overrides, attack_specs, list_configs, load_config
 from .data import DATASETS, DataFileError, load_dataset
 from .defense import AdversarialPnml
 from .distributed import init_distributed, shutdown_distributed
-from .evaluation import EvalSettings, evaluate, resolve_device
+from .evaluation import EvalSettings, build_attack, evaluate, resolve_device
 from .models import (MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external,
                      use_memory_format)
 from .reporting import markdown_table, summary_table, write_report
@@ -39,9 +39,13 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. PGD.restarts=2 or Adaptive.steps=100")
-    p.add_argument("--suite", default="paper", choices=("paper", "strong"),
-                   help="paper: the paper's attacks + margin adaptive; strong: + APGD-CE/APGD-T (transfer and adaptive), "
-                        "joint hypotheses, Square (default: %(default)s)")
+    p.add_argument("--suite", default="paper", choices=SUITES,
+                   help="paper: the paper's attacks + margin adaptive + APGD-T; strong: + APGD-CE (transfer and adaptive), "
+                        "joint hypotheses, Square; autoattack: + the reference AutoAttack on base and defense "
+                        "(pip install 'advpnml[autoattack]') (default: %(default)s)")
+    p.add_argument("--cascade", action="store_true",
+                   help="AutoAttack's protocol: each attack runs only on the samples every earlier column left correct "
+                        "(same worst case, far cheaper; columns become cumulative; the reference AutoAttack still sees all)")
     p.add_argument("--checks", type=int, default=50, metavar="N",
                    help="gradient-masking checks on the first N samples, in the report (0: skip; default: %(default)s)")
     p.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
@@ -143,7 +147,10 @@ def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attack
         refine_eps=lam, attacks=attack_specs(config, columns, getattr(args, "suite", "paper")),
         refine_steps=config.get("defense", {}).get("refine_steps", 1), top_k=config.get("defense", {}).get("top_k"),
         batch_size=args.batch_size or evaluation.get("batch_size", 100), seed=args.seed, model=str(args.checkpoint),
+        cascade=getattr(args, "cascade", False),
     )
+    for spec in settings.attacks:  # every column's parameters (and optional extras) checked before any attack runs
+        build_attack(spec, settings.eps, dataset.info.bounds, settings.seed)
     return config, model, dataset, settings, name
 
 
@@ -155,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     say = print if ctx.is_main else (lambda *a, **k: None)
     processes = f", {ctx.world_size} processes" if ctx.enabled else ""
     say(f"evaluating {args.checkpoint} on {name} {args.split} ({len(dataset)} samples{processes}), eps={settings.eps:g}, "
-        f"lambda={lam} -> {out}")
+        f"lambda={lam}{', cascade' if settings.cascade else ''} -> {out}")
     for spec in settings.attacks:
         say(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
     try:
@@ -375,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="runs/adaptive-training")
     q.set_defaults(func=cmd_adaptive_training)
 
-    p = sub.add_parser("detect", help="the pNML regret as an adversarial-input detector: ROC AUC, detection at 5% FPR, ROC plot")
+    p = sub.add_parser("detect", help="the pNML regret as an adversarial-input detector: ROC AUC, detection at 5%% FPR, ROC plot")
     _add_model_args(p)
     p.add_argument("--config", default="mnist5k", help=f"preset ({', '.join(list_configs())}) or a .toml file")
     _add_data_args(p)

@@ -33,9 +33,13 @@ def load_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"unknown config {name!r}; expected a .toml path or one of: {', '.join(list_configs())}")
         text = resources.files("advpnml.configs").joinpath(f"{name}.toml").read_text()
     try:
-        return tomllib.loads(text)
+        config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"config {name_or_path} is not valid TOML: {err}") from None
+    evaluation = config.get("evaluation", {})
+    if evaluation.get("strong") and "autoattack" not in evaluation:
+        evaluation["autoattack"] = [copy.deepcopy(REFERENCE_AUTOATTACK)]
+    return config
 
 
 def parse_value(text: str) -> Any:
@@ -50,7 +54,7 @@ def apply_overrides(config: dict[str, Any], assignments: list[str]) -> dict[str,
     """``KEY.PATH=VALUE`` assignments; an attack's parameters are addressed by its column, e.g. ``PGD.restarts=2``."""
     config = copy.deepcopy(config)
     evaluation = config.get("evaluation", {})
-    attacks = {a["column"].lower(): a for a in evaluation.get("attacks", []) + evaluation.get("strong", [])}
+    attacks = {a["column"].lower(): a for table in ("attacks", "strong", "autoattack") for a in evaluation.get(table, [])}
     for assignment in assignments:
         if "=" not in assignment:
             raise ValueError(f"override {assignment!r} must look like KEY=VALUE (e.g. PGD.restarts=2 or defense.refine_eps=0.2)")
@@ -72,32 +76,44 @@ def apply_overrides(config: dict[str, Any], assignments: list[str]) -> dict[str,
     return config
 
 
-SUITES = ("paper", "strong")
+SUITES = ("paper", "strong", "autoattack")
+
+#: The reference AutoAttack column every preset with a strong suite gets (``--suite autoattack``): the
+#: authors' code at its fixed "standard" budgets, on the base model and through the defense. A preset
+#: may declare its own ``[[evaluation.autoattack]]`` instead; ``--set AutoAttack.version=plus`` changes it.
+REFERENCE_AUTOATTACK = {"column": "AutoAttack", "attack": "autoattack", "params": {"version": "standard"}, "base": True,
+                        "defense": "direct"}
 
 
-def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: str = "paper") -> list[AttackSpec]:
-    """The evaluation's attack columns, optionally restricted to the named ones (case-insensitive).
-
-    ``suite="paper"``: the preset's ``[[evaluation.attacks]]`` (the paper's columns and the margin
-    adaptive attack); ``"strong"``: those plus ``[[evaluation.strong]]`` (APGD-CE / APGD-T transferred
-    and adaptive, the joint-hypotheses attack, Square).
-    """
+def suite_entries(config: dict[str, Any], suite: str = "paper") -> list[dict[str, Any]]:
+    """The raw attack tables of ``suite``; each suite holds the ones before it (paper < strong < autoattack)."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; expected one of: {', '.join(SUITES)}")
     evaluation = config.get("evaluation", {})
-    entries = evaluation.get("attacks", []) + (evaluation.get("strong", []) if suite == "strong" else [])
-    if suite == "strong" and not evaluation.get("strong"):
-        raise ValueError("this config has no [[evaluation.strong]] attacks; the built-in presets define them")
+    if suite != "paper" and not evaluation.get("strong"):
+        raise ValueError(f"suite {suite!r} needs the config's [[evaluation.strong]] attacks; the built-in image presets define them")
+    tables = {"paper": ("attacks",), "strong": ("attacks", "strong"), "autoattack": ("attacks", "strong", "autoattack")}[suite]
+    return [entry for table in tables for entry in evaluation.get(table, [])]
+
+
+def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: str = "paper") -> list[AttackSpec]:
+    """The evaluation's attack columns, optionally only the named ones (case-insensitive, in the order named).
+
+    ``suite="paper"``: the preset's ``[[evaluation.attacks]]`` (the paper's columns, the margin adaptive
+    attack and APGD-T); ``"strong"``: those plus ``[[evaluation.strong]]`` (APGD-CE transferred and
+    adaptive, the joint-hypotheses attack, Square); ``"autoattack"``: those plus the reference
+    AutoAttack (:data:`REFERENCE_AUTOATTACK`). The order matters under a cascade: attacks run in it.
+    """
     specs = []
-    for entry in entries:
+    for entry in suite_entries(config, suite):
         defense = entry.get("defense", "direct")
         specs.append(AttackSpec(entry["column"], entry["attack"], dict(entry.get("params", {})), bool(entry.get("base", True)),
                                 None if defense in (None, "none", False) else defense))
     if only:
-        wanted = {name.lower() for name in only}
-        known = {s.column.lower() for s in specs}
-        unknown = wanted - known
+        by_name = {s.column.lower(): s for s in specs}
+        unknown = [name for name in only if name.strip().lower() not in by_name]
         if unknown:
-            raise ValueError(f"unknown attack column(s) {sorted(unknown)}; this config has: {', '.join(s.column for s in specs)}")
-        specs = [s for s in specs if s.column.lower() in wanted]
+            raise ValueError(f"unknown attack column(s) {unknown}; suite {suite!r} of this config has: "
+                             f"{', '.join(s.column for s in specs)}")
+        specs = list({name.strip().lower(): by_name[name.strip().lower()] for name in only}.values())
     return specs

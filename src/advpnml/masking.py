@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import PGD
+from .attacks import PGD, REFERENCE_ATTACKS
 from .defense import AdversarialPnml
 from .evaluation import EvalResult
 
@@ -107,6 +107,7 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
                                 "log-probabilities (log q sums to 1)" if ok else "log q does not normalize"))
         if result is not None:
             checks.extend(_attack_order_checks(result, row))
+            checks.extend(_reference_checks(result, row))
     if bounds is not None:
         outside = x + (bounds[1] - bounds[0]) * 2
         refused = []
@@ -125,8 +126,12 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
 
 def _attack_order_checks(result: EvalResult, row: str) -> list[Check]:
-    """White-box must not be weaker than black-box, transfer or single-step attacks on the same samples."""
-    specs = [s for s in result.settings.attacks if result.correct(row, s.column) is not None]
+    """White-box must not be weaker than black-box, transfer or single-step attacks on the same samples.
+
+    Not under a cascade: there a later attack only sees what earlier ones left, so the groups cannot be compared."""
+    if result.settings.cascade:
+        return []
+    specs = [s for s in result.settings.attacks if result.correct(row, s.column) is not None and s.attack not in REFERENCE_ATTACKS]
 
     def kind(spec) -> str:
         if spec.attack in BLACK_BOX:
@@ -142,14 +147,14 @@ def _attack_order_checks(result: EvalResult, row: str) -> list[Check]:
         groups.setdefault(kind(spec), []).append(spec.column)
     if "white-box" not in groups:
         return []
-    white = _robust(result, row, groups["white-box"])
+    white = result.robust_over(row, groups["white-box"])
     n = len(result.records)
     out = []
     for other in ("black-box", "transfer", "single-step"):
         if other not in groups:
             continue
-        missed = int((~_robust(result, row, groups[other]) & white).sum())
-        white_acc, other_acc = white.float().mean().item(), _robust(result, row, groups[other]).float().mean().item()
+        missed = int((~result.robust_over(row, groups[other]) & white).sum())
+        white_acc, other_acc = white.float().mean().item(), result.robust_over(row, groups[other]).float().mean().item()
         status = "warn" if white_acc > other_acc + max(1.0 / n, 0.01) else ("info" if missed else "pass")
         out.append(Check(row, f"white-box vs {other}", status,
                          f"white-box {100 * white_acc:.1f}% ({', '.join(groups['white-box'])}) vs {other} {100 * other_acc:.1f}% "
@@ -157,11 +162,40 @@ def _attack_order_checks(result: EvalResult, row: str) -> list[Check]:
     return out
 
 
-def _robust(result: EvalResult, row: str, columns: list[str]) -> torch.Tensor:
-    ok = torch.ones(len(result.records), dtype=torch.bool)
-    for column in columns:
-        ok &= result.correct(row, column)
-    return ok
+#: AutoAttack's flags that cast doubt on a number; "dynamic" is expected of the defense (its forward
+#: computes input gradients: that is why the adaptive attacks through it are run at all).
+_FLAG_STATUS = {"randomized": "warn", "probabilities": "warn", "square-after-gradients": "warn", "zero-gradients": "warn",
+                "classes": "warn", "dynamic": "info", "other": "info"}
+
+
+def _reference_checks(result: EvalResult, row: str) -> list[Check]:
+    """Our attacks against the reference AutoAttack on the same samples, and the reference's own flags."""
+    comparison = result.reference_comparison().get(row)
+    if comparison is None:
+        return []
+    n = comparison["samples"]
+    weaker = comparison["ours"] > comparison["reference"] + max(1.0 / n, 0.01)
+    detail = (f"ours {100 * comparison['ours']:.1f}% ({', '.join(comparison['our_columns'])}) vs reference "
+              f"{100 * comparison['reference']:.1f}%; {comparison['only_reference_breaks']} samples only the reference breaks, "
+              f"{comparison['only_ours_break']} only ours; both together {100 * comparison['both']:.1f}%")
+    checks = [Check(row, "our attacks vs the reference AutoAttack", "warn" if weaker else "pass",
+                    detail + ("; ours are weaker: report the per-sample worst case over both" if weaker else ""))]
+    batches: dict[str, dict[str, set[int]]] = {}
+    messages: dict[str, str] = {}
+    for r in result.records:
+        for key, raised in r.get("flags", {}).items():
+            if key.split("/", 1)[0] != row:
+                continue
+            for flag, message in raised.items():
+                batches.setdefault(key.split("/", 1)[1], {}).setdefault(flag, set()).add(r["index"] // result.settings.batch_size)
+                messages[flag] = message
+    total = -(-n // result.settings.batch_size)
+    for column, raised in batches.items():
+        for flag, where in sorted(raised.items()):
+            note = " (expected of the defense: its forward computes input gradients)" if flag == "dynamic" and row == "defense" else ""
+            checks.append(Check(row, f"{column} flag: {flag}", _FLAG_STATUS.get(flag, "info") if not (flag == "dynamic" and row == "base")
+                                else "warn", f"in {len(where)} of {total} batches{note}: {messages[flag]}"))
+    return checks
 
 
 def checks_to_dicts(checks: list[Check]) -> list[dict[str, str]]:

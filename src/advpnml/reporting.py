@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .attacks import REFERENCE_ATTACKS
 from .evaluation import EvalResult
 
 ROW_NAMES = {"base": "Base model", "defense": "Adversarial pNML"}
@@ -33,6 +34,7 @@ def markdown_table(result: EvalResult, paper: dict[str, dict[str, float]] | None
 
 
 BLACK_BOX = ("hsja", "square")
+FAMILIES = ("static", "transfer", "adaptive", "black-box", "reference")
 
 
 def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]:
@@ -41,6 +43,10 @@ def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]
     defense; adaptive: white-box through the defense; black-box), and over all of them."""
     families: dict[str, dict[str, list[str]]] = {"base": {}, "defense": {}}
     for spec in result.settings.attacks:
+        if spec.attack in REFERENCE_ATTACKS:
+            for row in ("base",) * spec.base + ("defense",) * (spec.defense is not None):
+                families[row].setdefault("reference", []).append(spec.column)
+            continue
         if spec.base:
             families["base"].setdefault("black-box" if spec.attack in BLACK_BOX else "static", []).append(spec.column)
         if spec.defense == "transfer":
@@ -51,7 +57,7 @@ def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]
     for row in result.rows():
         natural = result.correct(row, "Natural")
         entry: dict[str, float | None] = {"clean": natural.float().mean().item()}
-        for family in ("static", "transfer", "adaptive", "black-box"):
+        for family in FAMILIES:
             columns = families[row].get(family)
             if columns:
                 ok = natural.clone()
@@ -81,7 +87,7 @@ def inference_cost(result: EvalResult) -> dict[str, dict[str, Any]]:
 def summary_table(result: EvalResult) -> str:
     """The Croce et al. layout as Markdown, with the inference cost beside each model."""
     summary, cost = robustness_summary(result), inference_cost(result)
-    columns = ["clean", "static", "transfer", "adaptive", "black-box", "worst case"]
+    columns = ["clean", *(f for f in FAMILIES if f != "reference" or any(e.get(f) is not None for e in summary.values())), "worst case"]
     lines = ["| Model | " + " | ".join(columns) + " | inference | ms / sample |", "|---|" + "---|" * (len(columns) + 2)]
     for row, entry in summary.items():
         c = cost.get(row, {})
@@ -98,6 +104,19 @@ def summary_table(result: EvalResult) -> str:
         else:
             verdict = "the defense does not change the per-sample worst case under these attacks"
         lines += ["", f"Worst case, defense minus base: {100 * gain:+.1f} points: {verdict}."]
+    return "\n".join(lines)
+
+
+def reference_table(result: EvalResult) -> str:
+    """Markdown: ours vs the reference AutoAttack per model, worst case over each and over both."""
+    comparison = result.reference_comparison()
+    if not comparison:
+        return ""
+    lines = ["| Model | our attacks (worst case) | reference AutoAttack | both (per sample) | only the reference breaks | only ours break |",
+             "|---|---|---|---|---|---|"]
+    for row, c in comparison.items():
+        lines.append(f"| {ROW_NAMES.get(row, row)} | {_pct(c['ours'])} | {_pct(c['reference'])} | **{_pct(c['both'])}** | "
+                     f"{c['only_reference_breaks']} | {c['only_ours_break']} |")
     return "\n".join(lines)
 
 
@@ -157,6 +176,13 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
           "static: attacks on the base model; transfer: base-model examples given to the defense; adaptive: white-box "
           "attacks through the defense (identity backward through the refinement); black-box: decision- or score-based "
           "attacks on the defense; worst case: per sample, over everything run.", ""]
+    if result.settings.cascade:
+        md += ["Cascade (AutoAttack's protocol): each attack ran only on the samples that every earlier column left correct, "
+               "so a column reads \"robust after this attack and all before it\"; the reference AutoAttack saw every sample.", ""]
+    if result.reference_comparison():
+        md += ["## Our attacks vs the reference AutoAttack", "", reference_table(result), "",
+               "Both: a sample counts as robust only if neither side broke it. The reference is `pyautoattack` "
+               "(Croce & Hein's code) at its fixed budgets, run through the defense with the identity backward.", ""]
     if checks:
         md += ["## Gradient-masking checks", "", *[f"- `{c.status.upper()}` {ROW_NAMES.get(c.row, c.row)}: **{c.name}**: {c.detail}"
                                                     for c in checks], ""]
@@ -179,6 +205,7 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
         "settings": settings, "samples": n, "accuracy": table, "timings_s": result.timings,
         "worst_attack_counts": {row: {k or "robust": names.count(k) for k in set(names)} for row, names in worst.items()},
         "summary": robustness_summary(result), "inference_cost": inference_cost(result),
+        "reference_comparison": result.reference_comparison(),
         "masking_checks": [vars(c) for c in checks or []],
         "environment": environment(), **(extra or {}),
     }
