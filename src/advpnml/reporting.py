@@ -121,28 +121,56 @@ def reference_table(result: EvalResult) -> str:
 
 
 def plot_results(result: EvalResult, path_stem: Path) -> Path:
-    """Grouped bars: accuracy of each model under each attack and the per-sample worst case (PNG and PDF)."""
+    """Grouped bars: accuracy of each model under each attack and the per-sample worst case (PNG and PDF).
+
+    The defense's transferred columns (examples computed on the base model, the paper's FGSM/PGD) are
+    hatched, so a tall bar there is not read as the defense resisting an attack aimed at it; the
+    worst case stands apart at the right; the title carries the model, lambda, eps and sample count.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     from .experiments.plotting import save_figure
 
+    s = result.settings
     table = result.accuracy()
     columns = result.columns() + ["Best attack"]
+    transferred = {spec.column for spec in s.attacks if spec.defense == "transfer"}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns)), 4))
     width = 0.8 / max(len(table), 1)
+    colors = {}
     for i, (row, accs) in enumerate(table.items()):
-        xs = [j + (i - (len(table) - 1) / 2) * width for j in range(len(columns))]
+        xs = [j + (i - (len(table) - 1) / 2) * width + (0.5 if c == "Best attack" else 0.0) for j, c in enumerate(columns)]
         values = [100 * accs[c] if accs.get(c) is not None else 0.0 for c in columns]
         bars = ax.bar(xs, values, width, label=ROW_NAMES.get(row, row))
+        colors[row] = bars[0].get_facecolor()
         for bar, c in zip(bars, columns):
+            if row == "defense" and c in transferred:
+                bar.set_hatch("//")
+                bar.set_alpha(0.6)
+            if c == "Best attack":
+                bar.set_edgecolor("black")
+                bar.set_linewidth(1.2)
             label = "n/a" if accs.get(c) is None else f"{100 * accs[c]:.0f}"
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
-    ax.set(ylabel="accuracy (%)", ylim=(0, 110), title=f"{result.settings.dataset}: {len(result.records)} samples, eps {result.settings.eps:g}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # outside: inside it hides bars
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7,
+                        fontweight="bold" if c == "Best attack" else "normal")
+    ax.axvline(len(columns) - 1, color="gray", linestyle=":", linewidth=1)
+    ticks = [j + (0.5 if c == "Best attack" else 0.0) for j, c in enumerate(columns)]
+    names = [c + (" (transfer)" if c in transferred else "") if c != "Best attack" else "Best attack\n(per-sample worst case)"
+             for c in columns]
+    ax.set_xticks(ticks, names, rotation=20, ha="right")
+    model = Path(s.model).name if s.model else "model"
+    lam = "no defense" if s.refine_eps is None else f"lambda {s.refine_eps:g}"
+    ax.set(ylabel="accuracy (%)", ylim=(0, 110),
+           title=f"{s.dataset}, {model}: {len(result.records)} samples, eps {s.eps:g}, {lam}" + (" (cascade)" if s.cascade else ""))
+    handles, _ = ax.get_legend_handles_labels()
+    if transferred and "defense" in table:
+        handles.append(Patch(facecolor=colors["defense"], alpha=0.6, hatch="//",
+                             label="defense, transferred:\nbase-model examples,\nnot an attack on the defense"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # outside: inside it hides bars
     return save_figure(fig, path_stem)[0]
 
 
