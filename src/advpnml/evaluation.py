@@ -322,7 +322,8 @@ def evaluate(
     for indices, (x, y) in zip(mine, loader):
         x, y = x.to(device), y.to(device)
         batch_seed = settings.seed * 1_000_003 + indices[0]
-        preds = _evaluate_batch(models, x, y, settings, bounds, batch_seed, timings)
+        preds = _evaluate_batch(models, x, y, settings, bounds, batch_seed, timings,
+                                status=lambda key, first=indices[0]: bar.set_description_str(f"evaluate [{key} on {first}+]"))
         records = [
             {"index": i, "label": int(y[k]), "pred": {row: {c: int(p[k]) for c, p in cols.items()} for row, cols in preds["pred"].items()},
              "queries": {key: int(q[k]) for key, q in preds["queries"].items()}, **({"flags": preds["flags"]} if preds["flags"] else {})}
@@ -334,6 +335,7 @@ def evaluate(
         _tally(running, records)
         bar.update(len(indices))
         bar.set_postfix_str(" ".join(f"{k}={v[0] / max(v[1], 1):.3f}" for k, v in running.items()))
+    bar.set_description_str(_progress_label(ctx))
     bar.close()
     if ctx.enabled:
         ctx.barrier()
@@ -367,7 +369,7 @@ def _sum_timings(parts: list[dict[str, float]]) -> dict[str, float]:
     return total
 
 
-def _evaluate_batch(models, x, y, settings, bounds, seed, timings) -> dict[str, dict]:
+def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Callable[[str], None] = lambda key: None) -> dict[str, dict]:
     """Every column of one batch: predictions per row, queries per sample, and batch-level attack flags.
 
     Without a cascade every attack sees the whole batch. With one, each row keeps the mask of samples
@@ -378,6 +380,7 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings) -> dict[str, 
     flags: dict[str, dict[str, str]] = {}
 
     def timed(key: str, fn: Callable[[], Any]) -> Any:
+        status(key)  # long attacks: the progress bar names the one running, within seconds of its start
         t0 = time.perf_counter()
         value = fn()
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
@@ -452,5 +455,8 @@ def _tally(running: dict[str, list[int]], records: list[dict[str, Any]]) -> None
 def _progress(total: int, enabled: bool, ctx: DistContext):
     from tqdm.auto import tqdm
 
-    desc = "evaluate" if not ctx.enabled else f"evaluate (rank 0 of {ctx.world_size})"
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=_progress_label(ctx), unit="img", disable=not enabled, dynamic_ncols=True)
+
+
+def _progress_label(ctx: DistContext) -> str:
+    return "evaluate" if not ctx.enabled else f"evaluate (rank 0 of {ctx.world_size})"
