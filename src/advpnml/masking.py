@@ -174,6 +174,8 @@ def _reference_checks(result: EvalResult, row: str) -> list[Check]:
     if comparison is None:
         return []
     n = comparison["samples"]
+    if not comparison["our_columns"]:
+        return [Check(row, "our attacks vs the reference AutoAttack", "info", "no attack of ours ran on this row: nothing to compare")]
     weaker = comparison["ours"] > comparison["reference"] + max(1.0 / n, 0.01)
     detail = (f"ours {100 * comparison['ours']:.1f}% ({', '.join(comparison['our_columns'])}) vs reference "
               f"{100 * comparison['reference']:.1f}%; {comparison['only_reference_breaks']} samples only the reference breaks, "
