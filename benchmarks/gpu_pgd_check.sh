@@ -11,12 +11,8 @@ MODELS=${MODELS:-mnist_cnn,preact_resnet18,wrn_28_10}
 BATCH=${BATCH:-}
 OUT=${OUT:?set OUT to the folder that receives the results}
 mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/check.log"
+rm -f "$OUT/check.log"
+source benchmarks/device_env.sh "$OUT/check.log"
 timeout 300 python3 -m advpnml bench --device "$DEVICE" --skip-loops --models "$MODELS" --repeats 7 ${BATCH:+--batch $BATCH} \
     --out "$OUT/bench_pgd_check.json" 2>&1 | tee -a "$OUT/check.log"
 timeout 200 python3 benchmarks/pgd_profile.py --device "$DEVICE" --models "$MODELS" ${BATCH:+--batch $BATCH} \

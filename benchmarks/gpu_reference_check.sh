@@ -17,12 +17,8 @@ LIMIT_S=${LIMIT_S:-540}
 ATTACKS=${ATTACKS:-FGSM,PGD,APGD-CE,APGD-T,APGD-T adaptive,APGD-CE adaptive,Joint hypotheses,Adaptive-margin,Adaptive,Square,AutoAttack}
 OUT=${OUT:?set OUT to the folder that receives the results}
 mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/check.log"
+rm -f "$OUT/check.log"
+source benchmarks/device_env.sh "$OUT/check.log"
 start=$(date +%s)
 # The run resumes where a cut-off call stopped: call again with the same OUT contents carried back as --out.
 timeout "$LIMIT_S" python3 -m advpnml evaluate --checkpoint "$DATA/weights/advertorch_mnist_lenet5/mnist_lenet5_advtrained.pt" \

@@ -30,13 +30,8 @@ mkdir -p "$RUN" "$OUT"
 log="$OUT/session.log"
 say() { echo "== $(date -u +%T) $*" | tee -a "$log"; }
 
-if ls .whl/*.whl >/dev/null 2>&1; then  # torchattacks for the PGD comparison, carried as a wheel
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
 say "machine"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1; nproc
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee -a "$log"
+source benchmarks/device_env.sh "$log"
 
 say "1. train: paper MNIST recipe, ${TRAIN_MIN} min"
 start=$(date +%s)
