@@ -183,20 +183,20 @@ def _reference_checks(result: EvalResult, row: str) -> list[Check]:
     checks = [Check(row, "our attacks vs the reference AutoAttack", "warn" if weaker else "pass",
                     detail + ("; ours are weaker: report the per-sample worst case over both" if weaker else ""))]
     batches: dict[str, dict[str, set[int]]] = {}
-    messages: dict[str, str] = {}
+    messages: dict[str, dict[str, None]] = {}  # per flag, its distinct messages in order (they carry per-batch numbers)
     for r in result.records:
         for key, raised in r.get("flags", {}).items():
             if key.split("/", 1)[0] != row:
                 continue
             for flag, message in raised.items():
                 batches.setdefault(key.split("/", 1)[1], {}).setdefault(flag, set()).add(r["index"] // result.settings.batch_size)
-                messages[flag] = message
+                messages.setdefault(flag, {})[message] = None
     total = -(-n // result.settings.batch_size)
     for column, raised in batches.items():
         for flag, where in sorted(raised.items()):
             note = " (expected of the defense: its forward computes input gradients)" if flag == "dynamic" and row == "defense" else ""
             checks.append(Check(row, f"{column} flag: {flag}", _FLAG_STATUS.get(flag, "info") if not (flag == "dynamic" and row == "base")
-                                else "warn", f"in {len(where)} of {total} batches{note}: {messages[flag]}"))
+                                else "warn", f"in {len(where)} of {total} batches{note}: {' | '.join(messages[flag])}"))
     return checks
 
 
