@@ -61,13 +61,13 @@ def test_wrapper_keeps_the_threat_model_the_seed_and_the_global_rng(standard_mod
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    attack = create_attack("autoattack", eps=0.1, seed=3)
+    attack = create_attack("autoattack", eps=0.3, seed=3)  # breaks every sample in APGD-CE: seconds, not FAB's and Square's minutes
     a = attack(standard_model, x, y)
     after = torch.rand(1)
-    b = ReferenceAutoAttack(0.1, seed=3)(standard_model, x, y)
+    b = ReferenceAutoAttack(0.3, seed=3)(standard_model, x, y)
     assert torch.equal(before, after), "the reference reseeds the global RNG; the wrapper must shield the caller"
     assert torch.equal(a, b)
-    assert (a - x).abs().max() <= 0.1 + 1e-6 and a.min() >= 0 and a.max() <= 1
+    assert (a - x).abs().max() <= 0.3 + 1e-6 and a.min() >= 0 and a.max() <= 1
     assert accuracy(standard_model, a, y) < accuracy(standard_model, x, y)
 
 
