@@ -60,10 +60,7 @@ def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]
         for family in FAMILIES:
             columns = families[row].get(family)
             if columns:
-                ok = natural.clone()
-                for column in columns:
-                    ok &= result.correct(row, column)
-                entry[family] = ok.float().mean().item()
+                entry[family] = result.robust_over(row, ["Natural", *columns]).float().mean().item()
             else:
                 entry[family] = None
         entry["worst case"] = result.robust(row).float().mean().item()
