@@ -16,8 +16,8 @@ from .data import DATASETS, DataFileError, load_dataset
 from .defense import AdversarialPnml
 from .distributed import init_distributed, shutdown_distributed
 from .evaluation import EvalSettings, build_attack, evaluate, resolve_device
-from .models import (MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES, list_models, load_checkpoint, load_external,
-                     use_memory_format)
+from .models import (MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES, default_checkpoint, list_models, load_checkpoint,
+                     load_external, use_memory_format)
 from .reporting import markdown_table, summary_table, write_report
 from .training import TrainConfig, train
 
@@ -53,13 +53,19 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="an advpnml checkpoint, or an external state dict with --source")
+    p.add_argument("--checkpoint", default=None,
+                   help="an advpnml checkpoint, or an external state dict with --source (optional for a source whose "
+                        "package ships its file: autoattack_resnet18)")
     p.add_argument("--source", default=None, help=f"read --checkpoint as an external file: {', '.join(EXTERNAL_SOURCES)} or an architecture")
 
 
 def _load_model(args: argparse.Namespace):
     if args.source:
+        if args.checkpoint is None:
+            args.checkpoint = str(default_checkpoint(args.source))
         return load_external(args.checkpoint, args.source), {"arch": args.source, "source": args.checkpoint}
+    if args.checkpoint is None:
+        raise CheckpointError("--checkpoint is required (or --source autoattack_resnet18, whose package ships its file)")
     return load_checkpoint(args.checkpoint)
 
 
@@ -172,7 +178,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         shutdown_distributed()
     if not ctx.is_main:
         return 0
-    paper = config.get("paper") if name == config.get("dataset") else None  # the paper's numbers only beside the same dataset
+    # The paper's numbers only beside the same dataset at the same radius.
+    same_setting = name == config.get("dataset") and settings.eps == config.get("evaluation", {}).get("eps")
+    paper = config.get("paper") if same_setting else None
     checks = []
     if args.checks > 0:
         from .masking import masking_checks

@@ -127,3 +127,59 @@ def test_defense_wraps_a_loaded_checkpoint(tmp_path):
     loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model))
     log_q = advpnml.AdversarialPnml(loaded, 0.1)(torch.rand(2, 1, 28, 28))
     torch.testing.assert_close(log_q.exp().sum(1), torch.ones(2))
+
+
+def test_cifar_architectures_and_official_mnist_cnn_shapes():
+    for name, shape in (("resnet4b", (2, 3, 32, 32)), ("convex_small", (2, 3, 32, 32)),
+                        ("resnet18_cifar", (2, 3, 32, 32)), ("official_mnist_cnn", (2, 1, 28, 28))):
+        out = create_model(name, **({"width": 8} if name == "resnet18_cifar" else {})).eval()(torch.rand(shape))
+        assert out.shape == (2, 10) and torch.isfinite(out).all(), name
+    official = create_model("official_mnist_cnn")
+    assert sum(p.numel() for p in official.parameters()) == 62346, "conv 5x5 (32) -> conv 5x5 (64) -> FC 1024 -> 10"
+    assert official.normalize.mean_values == (0.1307,), "the official code feeds MNIST-standardized inputs"
+
+
+def test_convex_cascade_checkpoint_takes_its_first_model(tmp_path):
+    """convex_adversarial stores a LIST of cascade models under state_dict, in nn.Sequential numbering."""
+    first = create_model("convex_small", mean=None, std=None).eval()
+    second = create_model("convex_small", mean=None, std=None).eval()
+    strip = lambda m: {k[len("layers."):]: v for k, v in m.state_dict().items()}  # noqa: E731
+    torch.save({"state_dict": [strip(first), strip(second)], "epoch": 3}, tmp_path / "cascade.pth")
+    model = load_external(tmp_path / "cascade.pth", "convex_small")
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), 0.225
+    torch.testing.assert_close(model(x), first((x - mean) / std))
+
+
+def test_autoattack_source_without_its_package_names_the_extra(monkeypatch):
+    import advpnml.models.external as external
+
+    monkeypatch.setattr(external.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CheckpointError, match=r"advpnml\[autoattack\]"):
+        load_external(None, "autoattack_resnet18")
+
+
+@pytest.mark.parametrize("source, folder, file, clean", [
+    ("abcrown_resnet4b", "abcrown_cifar10_resnet4b", "resnet4b.pth", 0.771),
+    ("convex_small", "convex_cifar10_small_8px", "cifar_small_8px.pth", 0.312),
+])
+def test_shared_cifar10_checkpoints_reproduce_their_clean_accuracy(shared_data, source, folder, file, clean):
+    weights = shared_data / "weights" / folder / file
+    if not weights.is_file() or not (shared_data / "cifar10").is_dir():
+        pytest.skip(f"{folder} or the CIFAR-10 test set not in the shared data folder")
+    model = load_external(weights, source)
+    data = load_dataset("cifar10", "test", data_dir=shared_data / "cifar10", n=1000)
+    with torch.no_grad():
+        accuracy = (model(data.x).argmax(1) == data.y).float().mean().item()
+    assert accuracy == pytest.approx(clean, abs=0.005), "the shared README's measurement on the first 1,000 test images"
+
+
+def test_autoattack_example_resnet18_is_the_accurate_control(shared_data):
+    pytest.importorskip("pyautoattack")
+    if not (shared_data / "cifar10").is_dir():
+        pytest.skip("CIFAR-10 test set not in the shared data folder")
+    model = load_external(None, "autoattack_resnet18")
+    data = load_dataset("cifar10", "test", data_dir=shared_data / "cifar10", n=200)
+    with torch.no_grad():
+        accuracy = (model(data.x).argmax(1) == data.y).float().mean().item()
+    assert accuracy > 0.9, f"AutoAttack's example model is 94.6% accurate on the first 500 images, got {accuracy:.1%}"

@@ -5,15 +5,17 @@ Each source names an architecture, its normalization and the key clean-ups its f
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_weights, read_checkpoint
-from .normalization import IMAGENET_MEAN, IMAGENET_STD
+from .normalization import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .registry import create_model
 
 StateDict = dict[str, torch.Tensor]
@@ -35,6 +37,27 @@ class ExternalSource:
     kwargs: dict[str, Any] = field(default_factory=dict)
     fix_keys: Callable[[StateDict], StateDict] | None = None
     description: str = ""
+    pick: Callable[[Any], Any] | None = None          # selects the state dict inside an unusual container
+    default_path: Callable[[], Path | None] | None = None  # where an installed package ships the file
+
+
+def _first_of_cascade(payload: Any) -> Any:
+    """convex_adversarial saves a cascade of models as a list under ``state_dict``; the first is the classifier."""
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), list) and payload["state_dict"]:
+        return payload["state_dict"][0]
+    return payload
+
+
+def _autoattack_example() -> Path | None:
+    """``examples/model_test.pt`` inside the installed ``pyautoattack`` package, if it is installed."""
+    try:
+        spec = importlib.util.find_spec("pyautoattack")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "examples" / "model_test.pt"
+    return path if path.is_file() else None
 
 
 EXTERNAL_SOURCES: dict[str, ExternalSource] = {
@@ -50,7 +73,31 @@ EXTERNAL_SOURCES: dict[str, ExternalSource] = {
     "advertorch_lenet5": ExternalSource(
         "lenet5", {"mean": None, "std": None}, None, "advertorch MNIST LeNet-5 (shared/data/weights)",
     ),
+    "abcrown_resnet4b": ExternalSource(
+        "resnet4b", {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}, None,
+        "alpha-beta-CROWN CIFAR-10 ResNet-4B, PGD-trained at eps 2/255 (shared/data/weights)",
+    ),
+    "convex_small": ExternalSource(
+        "convex_small", {"mean": IMAGENET_MEAN, "std": (0.225, 0.225, 0.225)}, _add_prefix("layers."),
+        "Wong & Kolter convex_adversarial small CIFAR-10 CNN, certified training at eps 8/255 (shared/data/weights)",
+        pick=_first_of_cascade,
+    ),
+    "autoattack_resnet18": ExternalSource(
+        "resnet18_cifar", {"mean": None, "std": None}, None,
+        "AutoAttack's example CIFAR-10 ResNet-18, standard training (non-robust control; ships in pyautoattack)",
+        default_path=_autoattack_example,
+    ),
 }
+
+
+def default_checkpoint(source: str) -> Path:
+    """The file a source ships with an installed package; a one-line error when there is none."""
+    spec = EXTERNAL_SOURCES.get(source)
+    path = spec.default_path() if spec is not None and spec.default_path is not None else None
+    if path is None:
+        hint = " (install it: pip install 'advpnml[autoattack]')" if source == "autoattack_resnet18" else ""
+        raise CheckpointError(f"source {source!r} has no installed checkpoint{hint}; pass --checkpoint")
+    return path
 
 
 def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> StateDict:
@@ -64,19 +111,25 @@ def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> StateDict:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in payload.items()}
 
 
-def load_external(path: str | os.PathLike, source: str, **overrides: Any) -> nn.Module:
+def load_external(path: str | os.PathLike | None, source: str, **overrides: Any) -> nn.Module:
     """Load an external checkpoint as an advpnml model (eval mode, on CPU).
 
     ``source`` is a key of :data:`EXTERNAL_SOURCES` or a registered architecture name (then
     only the generic clean-ups apply). ``overrides`` change the architecture's kwargs, e.g.
-    ``keep_logits=None`` to keep all 1000 ImageNet logits.
+    ``keep_logits=None`` to keep all 1000 ImageNet logits. ``path=None`` takes the file an
+    installed package ships for that source (``autoattack_resnet18``).
     """
+    if path is None:
+        path = default_checkpoint(source)
     if source in EXTERNAL_SOURCES:
         spec = EXTERNAL_SOURCES[source]
     else:
         spec = ExternalSource(source)  # create_model below names the known architectures if this is none
     model = create_model(spec.arch, **{**spec.kwargs, **overrides})
-    state_dict = unwrap_state_dict(read_checkpoint(path), source=str(path))
+    payload = read_checkpoint(path)
+    if spec.pick is not None:
+        payload = spec.pick(payload)
+    state_dict = unwrap_state_dict(payload, source=str(path))
     if spec.fix_keys is not None:
         state_dict = spec.fix_keys(state_dict)
     load_weights(model, state_dict, source=str(path), arch=spec.arch)
