@@ -11,13 +11,14 @@ import torch
 
 from . import __version__
 from .allocator import tune_cpu_allocator
-from .config import SUITES, apply_overrides, attack_specs, list_configs, load_config
+from .config import PROTOCOLS, SUITES, apply_overrides, attack_specs, list_configs, load_config, protocol_bpda
 from .data import DATASETS, DataFileError, load_dataset
 from .defense import AdversarialPnml
 from .distributed import init_distributed, shutdown_distributed
 from .evaluation import EvalSettings, build_attack, evaluate, resolve_device
 from .models import (MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES, default_checkpoint, list_models, load_checkpoint,
                      load_external, use_memory_format)
+from .protocols import write_comparison
 from .reporting import markdown_table, summary_table, write_report
 from .training import TrainConfig, train
 
@@ -46,6 +47,10 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cascade", action="store_true",
                    help="AutoAttack's protocol: each attack runs only on the samples every earlier column left correct "
                         "(same worst case, far cheaper; columns become cumulative; the reference AutoAttack still sees all)")
+    p.add_argument("--protocol", default="strict", choices=(*PROTOCOLS, "both"),
+                   help="strict: our attacks; paper: the paper's columns as its official code runs them (clamp-in-graph "
+                        "BPDA, highest-final-loss restarts, its step counts, min-distance HSJA); both: the two runs side "
+                        "by side in protocols.md (default: %(default)s)")
     p.add_argument("--checks", type=int, default=50, metavar="N",
                    help="gradient-masking checks on the first N samples, in the report (0: skip; default: %(default)s)")
     p.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
@@ -138,7 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attacks: list[str] | None = None):
+def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attacks: list[str] | None = None,
+                      protocol: str = "strict"):
     """Model, dataset and evaluation settings from a preset plus the command line (evaluate, reproduce)."""
     config = apply_overrides(load_config(config_name), args.set or [])
     evaluation = config.get("evaluation", {})
@@ -150,10 +156,10 @@ def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attack
     columns = args.attacks.split(",") if args.attacks else default_attacks
     settings = EvalSettings(
         dataset=name, split=args.split, n=len(dataset), eps=args.eps if args.eps is not None else evaluation["eps"],
-        refine_eps=lam, attacks=attack_specs(config, columns, getattr(args, "suite", "paper")),
+        refine_eps=lam, attacks=attack_specs(config, columns, getattr(args, "suite", "paper"), protocol),
         refine_steps=config.get("defense", {}).get("refine_steps", 1), top_k=config.get("defense", {}).get("top_k"),
         batch_size=args.batch_size or evaluation.get("batch_size", 100), seed=args.seed, model=str(args.checkpoint),
-        cascade=getattr(args, "cascade", False),
+        cascade=getattr(args, "cascade", False), bpda=protocol_bpda(config, protocol),
     )
     for spec in settings.attacks:  # every column's parameters (and optional extras) checked before any attack runs
         build_attack(spec, settings.eps, dataset.info.bounds, settings.seed)
@@ -161,9 +167,30 @@ def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attack
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    config, model, dataset, settings, name = _evaluation_setup(args, args.config)
+    protocol = getattr(args, "protocol", "strict")
+    if protocol != "both":
+        return _evaluate_protocol(args, protocol, args.out)[0]
+    if getattr(args, "cascade", False):
+        raise ValueError("--protocol both compares single columns: drop --cascade (it makes columns cumulative)")
+    root = Path(args.out or "runs/eval-protocols")
+    results = {}
+    for protocol in PROTOCOLS:  # both set up before either runs: a bad argument fails in seconds
+        _evaluation_setup(args, args.config, protocol=protocol)
+    for protocol in PROTOCOLS:
+        print(f"\n== protocol {protocol} ==")
+        _, results[protocol], config = _evaluate_protocol(args, protocol, root / protocol)
+    if results["strict"] is None:  # a non-main process of a distributed run
+        return 0
+    path = write_comparison(results, config, root)
+    print("\n" + path.read_text() + f"\nwrote {path}")
+    return 0
+
+
+def _evaluate_protocol(args: argparse.Namespace, protocol: str, out_dir: str | Path | None):
+    """One evaluation under ``protocol``: run, report, print; returns (exit code, result or None, config)."""
+    config, model, dataset, settings, name = _evaluation_setup(args, args.config, protocol=protocol)
     lam = settings.refine_eps
-    out = Path(args.out or f"runs/eval-{name}")
+    out = Path(out_dir or f"runs/eval-{name}")
     ctx, device = init_distributed(resolve_device(args.device))
     say = print if ctx.is_main else (lambda *a, **k: None)
     processes = f", {ctx.world_size} processes" if ctx.enabled else ""
@@ -177,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     if not ctx.is_main:
-        return 0
+        return 0, None, config
     # The paper's numbers only beside the same dataset at the same radius.
     same_setting = name == config.get("dataset") and settings.eps == config.get("evaluation", {}).get("eps")
     paper = config.get("paper") if same_setting else None
@@ -196,7 +223,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print()
     print(summary_table(result))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
-    return 0
+    return 0, result, config
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
@@ -216,7 +243,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.sweeps import parse_steps, run_sweep
 
     key = args.param.replace("-", "_")
-    config, model, dataset, settings, name = _evaluation_setup(args, args.config, default_attacks=None)
+    if args.protocol == "both":
+        raise ValueError("reproduce sweep runs one protocol: --protocol strict or paper")
+    config, model, dataset, settings, name = _evaluation_setup(args, args.config, default_attacks=None, protocol=args.protocol)
     if args.param != "hsja-eps" and not args.attacks:
         settings.attacks = [s for s in settings.attacks if s.attack != "hsja"]  # HSJA has its own sweep (Fig. 6)
     raw = args.values.split(",") if args.values else config.get("sweeps", {}).get(key)

@@ -20,8 +20,22 @@ def list_configs() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("advpnml.configs").iterdir() if p.name.endswith(".toml"))
 
 
-def load_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
-    """A built-in preset by name (``mnist``, ``cifar10``, ``imagenet``, ``mnist5k``) or a TOML file path."""
+def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: tables merge key by key, everything else (lists of attacks included) is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A built-in preset by name (``mnist``, ``cifar10``, ``imagenet``, ``mnist5k``) or a TOML file path.
+
+    ``extends = "NAME"`` (a preset, or a file beside this one) starts from that config and changes it.
+    """
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -36,6 +50,14 @@ def load_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"config {name_or_path} is not valid TOML: {err}") from None
+    parent = config.pop("extends", None)
+    if parent is not None:
+        chain = (*_chain, str(name_or_path))
+        if parent in chain:
+            raise ValueError(f"config {name_or_path} extends {parent!r}, which extends it back ({' -> '.join(chain)})")
+        if path.suffix == ".toml" and not Path(parent).is_absolute() and (path.parent / parent).is_file():
+            parent = str(path.parent / parent)
+        config = merge_configs(load_config(parent, _chain=chain), config)
     evaluation = config.get("evaluation", {})
     if evaluation.get("strong") and "autoattack" not in evaluation:
         evaluation["autoattack"] = [copy.deepcopy(REFERENCE_AUTOATTACK)]
@@ -54,18 +76,23 @@ def apply_overrides(config: dict[str, Any], assignments: list[str]) -> dict[str,
     """``KEY.PATH=VALUE`` assignments; an attack's parameters are addressed by its column, e.g. ``PGD.restarts=2``."""
     config = copy.deepcopy(config)
     evaluation = config.get("evaluation", {})
-    attacks = {a["column"].lower(): a for table in ("attacks", "strong", "autoattack") for a in evaluation.get(table, [])}
+    tables = [evaluation.get(t, []) for t in ("attacks", "strong", "autoattack")]
+    tables += [section.get("attacks", []) for section in config.get("protocols", {}).values()]
+    attacks = {}
+    for table in tables:
+        for entry in table:
+            attacks.setdefault(entry["column"].lower(), []).append(entry)
     for assignment in assignments:
         if "=" not in assignment:
             raise ValueError(f"override {assignment!r} must look like KEY=VALUE (e.g. PGD.restarts=2 or defense.refine_eps=0.2)")
         key, value = assignment.split("=", 1)
         parts = key.strip().split(".")
         if parts[0].lower() in attacks and len(parts) == 2:
-            target = attacks[parts[0].lower()]
-            if parts[1] in ("base", "defense"):
-                target[parts[1]] = parse_value(value)
-            else:
-                target.setdefault("params", {})[parts[1]] = parse_value(value)
+            for target in attacks[parts[0].lower()]:  # the column under every protocol that has it
+                if parts[1] in ("base", "defense"):
+                    target[parts[1]] = parse_value(value)
+                else:
+                    target.setdefault("params", {})[parts[1]] = parse_value(value)
             continue
         node = config
         for part in parts[:-1]:
@@ -85,27 +112,58 @@ REFERENCE_AUTOATTACK = {"column": "AutoAttack", "attack": "autoattack", "params"
                         "defense": "direct"}
 
 
-def suite_entries(config: dict[str, Any], suite: str = "paper") -> list[dict[str, Any]]:
-    """The raw attack tables of ``suite``; each suite holds the ones before it (paper < strong < autoattack)."""
+#: How the paper's columns are run. ``strict`` (ours, the default): the attacks as the preset's
+#: ``[[evaluation.attacks]]`` define them and the identity BPDA. ``paper``: the official code's choices
+#: (uriyapes/pnml_adv), which the preset spells out in ``[protocols.paper]``: its own attack list
+#: (``[[protocols.paper.attacks]]``) and ``bpda = "clamp"``.
+PROTOCOLS = ("strict", "paper")
+
+
+def protocol_section(config: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """The preset's ``[protocols.<protocol>]`` table (empty for ``strict``); a one-line error if it has none."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of: {', '.join(PROTOCOLS)}")
+    if protocol == "strict":
+        return {}
+    section = config.get("protocols", {}).get(protocol)
+    if not section or not section.get("attacks"):
+        raise ValueError(f"protocol {protocol!r} needs the config's [[protocols.{protocol}.attacks]]; "
+                         "the mnist and cifar10 presets define it")
+    return section
+
+
+def protocol_bpda(config: dict[str, Any], protocol: str = "strict") -> str:
+    """The defense's backward under ``protocol``: ``identity`` (ours) or ``clamp`` (the official code)."""
+    return protocol_section(config, protocol).get("bpda", "identity")
+
+
+def suite_entries(config: dict[str, Any], suite: str = "paper", protocol: str = "strict") -> list[dict[str, Any]]:
+    """The raw attack tables of ``suite``; each suite holds the ones before it (paper < strong < autoattack).
+
+    Under ``protocol="paper"`` the paper's columns come from ``[[protocols.paper.attacks]]``.
+    """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; expected one of: {', '.join(SUITES)}")
     evaluation = config.get("evaluation", {})
     if suite != "paper" and not evaluation.get("strong"):
         raise ValueError(f"suite {suite!r} needs the config's [[evaluation.strong]] attacks; the built-in image presets define them")
-    tables = {"paper": ("attacks",), "strong": ("attacks", "strong"), "autoattack": ("attacks", "strong", "autoattack")}[suite]
-    return [entry for table in tables for entry in evaluation.get(table, [])]
+    paper_columns = protocol_section(config, protocol).get("attacks") or evaluation.get("attacks", [])
+    tables = {"paper": (), "strong": ("strong",), "autoattack": ("strong", "autoattack")}[suite]
+    return list(paper_columns) + [entry for table in tables for entry in evaluation.get(table, [])]
 
 
-def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: str = "paper") -> list[AttackSpec]:
+def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: str = "paper",
+                 protocol: str = "strict") -> list[AttackSpec]:
     """The evaluation's attack columns, optionally only the named ones (case-insensitive, in the order named).
 
     ``suite="paper"``: the preset's ``[[evaluation.attacks]]`` (the paper's columns, the margin adaptive
     attack and APGD-T); ``"strong"``: those plus ``[[evaluation.strong]]`` (APGD-CE transferred and
     adaptive, the joint-hypotheses attack, Square); ``"autoattack"``: those plus the reference
     AutoAttack (:data:`REFERENCE_AUTOATTACK`). The order matters under a cascade: attacks run in it.
+    ``protocol="paper"`` swaps the paper's columns for the official code's (:data:`PROTOCOLS`).
     """
     specs = []
-    for entry in suite_entries(config, suite):
+    for entry in suite_entries(config, suite, protocol):
         defense = entry.get("defense", "direct")
         specs.append(AttackSpec(entry["column"], entry["attack"], dict(entry.get("params", {})), bool(entry.get("base", True)),
                                 None if defense in (None, "none", False) else defense))

@@ -32,6 +32,9 @@ from .validation import check_bounds, check_inputs, check_nonnegative, check_pos
 #: float32 and float64, yet it stays finite so losses and gradients never see inf or NaN.
 EXCLUDED_LOG_PROB = -1.0e4
 
+#: Backward passes through the refinement: ours (identity) and the official code's (clamp in the graph).
+BPDA_MODES = ("identity", "clamp")
+
 
 @dataclass
 class PnmlOutput:
@@ -76,6 +79,10 @@ class AdversarialPnml(nn.Module):
             sizes it from ``memory_budget`` and the model's activation size per input.
         memory_budget: bytes the defense may use for activations; ``None``: half the free GPU
             memory, or a quarter of the available RAM on CPU.
+        bpda: the backward of the refinement. ``"identity"`` (ours): the refined input is
+            ``x + delta.detach()``, gradient 1 everywhere. ``"clamp"``: the paper's official code,
+            ``clamp(x + step.detach())`` with the clamp to ``bounds`` left in the graph, so pixels the
+            refinement pushes out of the box get zero gradient (``--protocol paper``). Same forward.
 
     ``forward`` returns log q, shape (N, C), so the defended model is itself a classifier that
     every attack in :mod:`advpnml.attacks` runs against unchanged.
@@ -93,8 +100,12 @@ class AdversarialPnml(nn.Module):
         gradient_mode: str = "shared",
         max_batch: int | None = None,
         memory_budget: int | None = None,
+        bpda: str = "identity",
     ) -> None:
         super().__init__()
+        if bpda not in BPDA_MODES:
+            raise ValueError(f"bpda must be one of {', '.join(BPDA_MODES)}, got {bpda!r}")
+        self.bpda = bpda
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
         self.model = model
@@ -118,7 +129,7 @@ class AdversarialPnml(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"refine_eps={self.refine_eps:g}, refine_steps={self.refine_steps}, step_size={self.step_size:g}, "
-            f"top_k={self.top_k}, bounds={self.bounds}"
+            f"top_k={self.top_k}, bounds={self.bounds}" + (f", bpda={self.bpda}" if self.bpda != "identity" else "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +175,7 @@ class AdversarialPnml(nn.Module):
         flat_shape = (n * h, *x.shape[1:])
         start = x.detach().unsqueeze(1).expand(n, h, *x.shape[1:]).reshape(flat_shape)
         targets = labels.reshape(-1)
-        current = start
+        current = unclamped = start
         with torch.enable_grad():
             for step in range(self.refine_steps):
                 if step == 0 and self.gradient_mode == "shared":
@@ -175,8 +186,13 @@ class AdversarialPnml(nn.Module):
                 current = current.detach() - self.step_size * grad.sign()
                 if self.refine_steps > 1:
                     current = torch.min(torch.max(current, start - self.refine_eps), start + self.refine_eps)
+                unclamped = current
                 if self.bounds is not None:
                     current = current.clamp(*self.bounds)
+        if self.bpda == "clamp" and self.bounds is not None:
+            # The last step's clamp stays in the graph: its value is ``current``, its gradient 0 where it saturates.
+            step = (unclamped - start).detach().view(n, h, *x.shape[1:])
+            return (x.unsqueeze(1) + step).clamp(*self.bounds)
         delta = (current - start).detach().view(n, h, *x.shape[1:])
         return x.unsqueeze(1) + delta
 

@@ -56,7 +56,7 @@ class AttackSpec:
     def __post_init__(self) -> None:
         if self.defense not in (None, "direct", "transfer"):
             raise ValueError(f"attack {self.column!r}: defense must be 'direct', 'transfer' or none, got {self.defense!r}")
-        if not self.base and self.defense in (None, "transfer"):
+        if not self.base and self.defense is None:
             raise ValueError(f"attack {self.column!r} runs on no model (base=false and defense={self.defense!r})")
 
 
@@ -85,11 +85,14 @@ class EvalSettings:
     seed: int = 0
     model: str = ""
     cascade: bool = False
+    bpda: str = "identity"
 
     def digest(self) -> str:
         values = asdict(self)
-        if not self.cascade:
-            del values["cascade"]  # runs written before the option existed keep their digest, so they resume
+        # Runs written before these options existed keep their digest at the defaults, so they resume.
+        for key, default in (("cascade", False), ("bpda", "identity")):
+            if values[key] == default:
+                del values[key]
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -297,7 +300,8 @@ def evaluate(
     bounds = getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0))
     models: dict[str, nn.Module] = {"base": model}
     if settings.refine_eps is not None:
-        models["defense"] = AdversarialPnml(model, settings.refine_eps, settings.refine_steps, top_k=settings.top_k, bounds=bounds).eval()
+        models["defense"] = AdversarialPnml(model, settings.refine_eps, settings.refine_steps, top_k=settings.top_k, bounds=bounds,
+                                            bpda=settings.bpda).eval()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and not resume and ctx.is_main:
         for path in _record_files(out):

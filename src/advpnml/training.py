@@ -46,7 +46,10 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lr_schedule: str = "constant"         # "constant" or "cyclic" (linear up to lr at mid-training, then down to 0)
+    lr_schedule: str = "constant"         # "constant", "cyclic" (linear up to lr at mid-training, then down to 0)
+                                          # or "step" (times lr_gamma at each epoch of lr_milestones)
+    lr_milestones: list[int] | None = None
+    lr_gamma: float = 0.1
     eps: float = 0.3
     attack_steps: int = 40                 # PGD training attack
     attack_step_size: float = 0.01
@@ -63,8 +66,10 @@ class TrainConfig:
             raise ValueError(f"unknown training method {self.method!r}; expected one of: {', '.join(METHODS)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected 'sgd' or 'adam'")
-        if self.lr_schedule not in ("constant", "cyclic"):
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected 'constant' or 'cyclic'")
+        if self.lr_schedule not in ("constant", "cyclic", "step"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected 'constant', 'cyclic' or 'step'")
+        if self.lr_schedule == "step" and not self.lr_milestones:
+            raise ValueError("lr_schedule 'step' needs lr_milestones, the epochs at which lr is multiplied by lr_gamma")
         check_nonnegative("eps", self.eps)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
@@ -93,6 +98,9 @@ def lr_at(config: TrainConfig, progress: float) -> float:
     """Learning rate at ``progress`` in [0, 1] of the whole run."""
     if config.lr_schedule == "cyclic":
         return config.lr * (2 * progress if progress < 0.5 else 2 * (1 - progress))
+    if config.lr_schedule == "step":
+        epoch = progress * config.epochs
+        return config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones or [])
     return config.lr
 
 

@@ -72,6 +72,8 @@ class ReferenceAutoAttack(Attack):
 
     Args:
         eps: l_inf radius. version: ``"standard"`` (the RobustBench protocol), ``"plus"`` or ``"rand"``.
+        attacks: run only these of the version's attacks (e.g. ``["apgd-ce", "apgd-t"]``), each at that
+            version's budget: for machines where the full version does not fit. ``None``: all of them.
         seed: the reference's seed (it seeds its random starts with it).
 
     After a call, :attr:`flags` holds ``{key: message}`` for each warning the reference raised.
@@ -79,10 +81,15 @@ class ReferenceAutoAttack(Attack):
 
     name = "autoattack"
 
-    def __init__(self, eps: float, version: str = "standard", bounds=(0.0, 1.0), seed: int = 0) -> None:
+    def __init__(self, eps: float, version: str = "standard", attacks: list[str] | None = None, bounds=(0.0, 1.0),
+                 seed: int = 0) -> None:
         super().__init__(eps, bounds, seed)
         if version not in VERSIONS:
             raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
+        known = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+        if attacks is not None and (not attacks or any(a not in known for a in attacks)):
+            raise ValueError(f"AutoAttack attacks must be a non-empty list of {', '.join(known)}, got {attacks!r}")
+        self.attacks = None if attacks is None else list(attacks)
         if self.bounds != (0.0, 1.0):
             raise ValueError(f"the reference AutoAttack works on inputs in [0, 1] only, got bounds {self.bounds}")
         self.version = version
@@ -99,6 +106,11 @@ class ReferenceAutoAttack(Attack):
             devices = [x.device] if x.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 adversary = auto_attack(model, device=x.device, eps=self.eps, norm="Linf", seed=self.seed, version=self.version)
+                if self.attacks is not None:
+                    missing = [a for a in self.attacks if a not in adversary.attacks_to_run]
+                    if missing:
+                        raise ValueError(f"AutoAttack version {self.version!r} has no attack(s) {missing}")
+                    adversary.attacks_to_run = list(self.attacks)  # the version's budgets, a subset of its attacks
                 x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
         finally:
             logger.removeHandler(collect)

@@ -31,6 +31,10 @@ class HopSkipJump(Attack):
         stop_at_eps: stop a sample once its adversarial point is within ``eps`` (saves queries; same accuracy).
         max_iters: cap on iterations (the budget usually ends the attack first).
         chunk: largest batch sent to the model at once.
+        score: ``"projected"``: return the best point projected into the eps-ball (the model's
+            accuracy on it is the accuracy at ``eps``); ``"distance"``: the paper's official scoring
+            (``--protocol paper``), a minimum-distance attack whose sample counts as broken iff the
+            distance found is at most ``eps``: the point itself where it is, the clean input otherwise.
 
     After a call, ``self.queries`` holds the queries used per sample and ``self.distances``
     the l_inf distance of the best adversarial point found (inf where none was found).
@@ -49,10 +53,14 @@ class HopSkipJump(Attack):
         stop_at_eps: bool = False,
         max_iters: int = 1000,
         chunk: int = 1024,
+        score: str = "projected",
         bounds=(0.0, 1.0),
         seed: int = 0,
     ) -> None:
         super().__init__(eps, bounds or (0.0, 1.0), seed, targeted=False)
+        if score not in ("projected", "distance"):
+            raise ValueError(f"score must be 'projected' or 'distance', got {score!r}")
+        self.score = score
         self.max_queries = check_positive_int("max_queries", max_queries)
         self.init_evals = check_positive_int("init_evals", init_evals)
         self.max_evals = check_positive_int("max_evals", max_evals)
@@ -127,6 +135,8 @@ class HopSkipJump(Attack):
             self.history.append(dist.clone())
 
         self.distances = dist
+        if self.score == "distance":
+            return torch.where((dist <= self.eps).view(-1, *[1] * (x.dim() - 1)), adv, x)
         return project(adv, x, self.eps, self.bounds)
 
     def _estimate_direction(self, model, y, adv, idx, delta, num_evals, gen) -> torch.Tensor:

@@ -26,7 +26,7 @@ class JointHypotheses(PGD):
 
     def __init__(self, eps: float, steps: int = 40, step_size: float = 0.01, restarts: int = 1, random_start: bool = True,
                  early_stop: bool | str = "steps", bounds=(0.0, 1.0), seed: int = 0) -> None:
-        super().__init__(eps, steps, step_size, restarts, random_start, "margin", False, early_stop, True, bounds, seed)
+        super().__init__(eps, steps, step_size, restarts, random_start, loss="margin", early_stop=early_stop, bounds=bounds, seed=seed)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not isinstance(model, AdversarialPnml):

@@ -14,6 +14,10 @@ from .base import Attack, project
 from .losses import attack_objective, check_loss
 
 
+#: How a restart's result is chosen: ours, and the official code's (see :class:`PGD`).
+SELECTIONS = ("best", "last-highest-loss")
+
+
 class PGD(Attack):
     """l_inf PGD with random start and restarts, keeping each sample's strongest iterate.
 
@@ -34,6 +38,11 @@ class PGD(Attack):
         keep_best: return each sample's best iterate (costs one extra forward per restart, to judge
             the last iterate). ``False`` with one restart returns the last iterate, as Madry et al.
             and torchattacks do: the same work as theirs, for speed comparisons.
+        selection: ``"best"`` (above: fooling iterates first, then the highest loss, over every
+            iterate) or ``"last-highest-loss"``, the paper's official code (``--protocol paper``):
+            each restart ends at its last iterate and, per sample, the restart with the highest
+            final loss is kept, whether or not it fools the model. ``early_stop`` and ``keep_best``
+            do not apply to it.
     """
 
     name = "pgd"
@@ -49,10 +58,14 @@ class PGD(Attack):
         targeted: bool = False,
         early_stop: bool = False,
         keep_best: bool = True,
+        selection: str = "best",
         bounds=(0.0, 1.0),
         seed: int = 0,
     ) -> None:
         super().__init__(eps, bounds, seed, targeted)
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+        self.selection = selection
         self.steps = check_positive_int("steps", steps)
         self.step_size = check_nonnegative("step_size", step_size)
         self.restarts = check_positive_int("restarts", restarts)
@@ -65,6 +78,8 @@ class PGD(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         gen = self.generator(x.device)
+        if self.selection == "last-highest-loss":
+            return self._highest_final_loss(model, x, y, gen)
         if self.restarts == 1:  # nothing to choose between: no gathers, no masks, no host syncs
             return self._run(model, x, y, self._start(x, gen))[0]
         best = x.clone()
@@ -80,6 +95,18 @@ class PGD(Attack):
             better = (fooled & ~best_fooled[idx]) | ((fooled == best_fooled[idx]) & (loss > best_loss[idx]))
             sel = idx[better]
             best[sel], best_loss[sel], best_fooled[sel] = adv[better], loss[better], fooled[better]
+        return best
+
+    def _highest_final_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The official code's rule: every restart's last iterate, per sample the one of highest final loss."""
+        best, best_loss = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
+        for _ in range(self.restarts):
+            last = self._last_iterate(model, x, y, self._start(x, gen))
+            with torch.no_grad():
+                loss = self._scores(model, last, y)[1]
+            higher = loss > best_loss
+            best = torch.where(higher.view(-1, *[1] * (x.dim() - 1)), last, best)
+            best_loss = torch.where(higher, loss, best_loss)
         return best
 
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
