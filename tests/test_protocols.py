@@ -108,11 +108,14 @@ def test_protocol_both_writes_the_side_by_side_table(standard_model, tmp_path, c
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
     out = tmp_path / "both"
     argv = ["evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--samples", "8", "--checks", "0",
-            "--attacks", "FGSM,PGD,Adaptive", "--protocol", "both", "--out", str(out), "--device", "cpu"]
+            "--attacks", "FGSM,PGD,Adaptive,Adaptive-margin", "--protocol", "both", "--out", str(out), "--device", "cpu"]
     assert main(argv) == 0
     table = (out / "protocols.md").read_text()
     assert (out / "strict" / "records.jsonl").is_file() and (out / "paper" / "records.jsonl").is_file()
     assert "| Adversarial pNML | Adaptive |" in table and "paper minus strict" in table and "clamp" in table
     assert "highest final loss" in table, "each column's note says what moves its number"
+    strict = (out / "strict" / "results.md").read_text()
+    assert "Adaptive-margin" in strict and "Adaptive-margin" not in (out / "paper" / "results.md").read_text(), \
+        "--attacks under both: each protocol runs the named columns it has"
     assert main(argv[:-4] + ["--protocol", "both", "--cascade", "--out", str(out)]) == 2
     assert "drop --cascade" in capsys.readouterr().err

@@ -154,6 +154,14 @@ def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attack
     dataset = load_dataset(name, args.split, args.data_dir, args.download, n)
     lam = None if getattr(args, "no_defense", False) else (args.lam if args.lam is not None else config.get("defense", {}).get("refine_eps"))
     columns = args.attacks.split(",") if args.attacks else default_attacks
+    if columns and getattr(args, "protocol", "strict") == "both":
+        # One --attacks list for two protocols: each runs the named columns it has; a name neither has is an error.
+        known = {s.column.lower() for p in PROTOCOLS for s in attack_specs(config, None, getattr(args, "suite", "paper"), p)}
+        unknown = [c for c in columns if c.strip().lower() not in known]
+        if unknown:
+            raise ValueError(f"unknown attack column(s) {unknown} under either protocol")
+        mine = {s.column.lower() for s in attack_specs(config, None, getattr(args, "suite", "paper"), protocol)}
+        columns = [c for c in columns if c.strip().lower() in mine]
     settings = EvalSettings(
         dataset=name, split=args.split, n=len(dataset), eps=args.eps if args.eps is not None else evaluation["eps"],
         refine_eps=lam, attacks=attack_specs(config, columns, getattr(args, "suite", "paper"), protocol),

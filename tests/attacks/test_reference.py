@@ -99,3 +99,18 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch):
     with pytest.raises(ValueError, match="bounds"):
         monkeypatch.setattr(builtins, "__import__", real_import)
         ReferenceAutoAttack(0.3, bounds=(-1.0, 1.0))
+
+
+def test_reference_subset_runs_only_the_named_attacks(standard_model, mnist5k_test, monkeypatch):
+    pyautoattack = pytest.importorskip("pyautoattack")
+    with pytest.raises(ValueError, match="non-empty list"):
+        create_attack("autoattack", eps=0.3, attacks=["pgd"])
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("an attack outside the subset ran")
+
+    for name in ("APGDAttack_targeted", "FABAttack_PT", "SquareAttack"):
+        monkeypatch.setattr(getattr(pyautoattack.autoattack, name), "perturb", not_called)
+    x, y = mnist5k_test.x[:20], mnist5k_test.y[:20]
+    adv = create_attack("autoattack", eps=0.3, attacks=["apgd-ce"])(standard_model, x, y)
+    assert (adv - x).abs().amax() <= 0.3 + 1e-6 and accuracy(standard_model, adv, y) < accuracy(standard_model, x, y)
