@@ -120,3 +120,15 @@ def test_autoattack_suite_records_the_reference_beside_ours(standard_model, tmp_
     assert "Cascade (AutoAttack's protocol)" in report
     summary = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert summary["reference_comparison"]["defense"]["both"] <= summary["reference_comparison"]["defense"]["ours"]
+
+
+def test_sweep_rows_separate_the_papers_attacks_from_the_strong_worst_case(standard_model, mnist5k_test, tmp_path):
+    attacks = [AttackSpec("FGSM", "fgsm", base=True, defense="transfer"),
+               AttackSpec("APGD-CE adaptive", "apgd", {"steps": 5, "loss": "ce"}, base=False, defense="direct")]
+    base = EvalSettings("mnist5k", "test", 8, 0.3, 0.1, attacks, batch_size=8)
+    rows = run_sweep(standard_model, mnist5k_test.head(8), base, "eps", [0.2, 0.3], tmp_path, progress=False,
+                     log=lambda s: None, paper_columns=["FGSM"])
+    for row in rows:
+        assert row["defense/Paper attacks"] == row["defense/FGSM"], "the paper's worst case uses its attacks only"
+        assert row["defense/Best attack"] <= row["defense/Paper attacks"]
+    assert "Paper attacks" in (tmp_path / "sweep_eps.md").read_text()

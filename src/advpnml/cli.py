@@ -272,8 +272,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     say(f"sweep over {args.param} = {values} on {name} ({len(dataset)} samples"
         f"{f', {ctx.world_size} processes' if ctx.enabled else ''}) -> {out}")
     try:
+        paper = {s.column for s in attack_specs(config, None, "paper", args.protocol)}
         run_sweep(model, dataset, settings, args.param, values, out, device, reference, dist_ctx=ctx,
-                  memory_format=args.memory_format)
+                  memory_format=args.memory_format, paper_columns=[s.column for s in settings.attacks if s.column in paper])
     finally:
         shutdown_distributed()
     say(f"wrote {out / ('sweep_' + args.param)}.md/.csv/.json/.png/.pdf")

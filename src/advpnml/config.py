@@ -31,6 +31,11 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _config_key(name_or_path: str | os.PathLike) -> str:
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.suffix == ".toml" or path.exists() else str(name_or_path)
+
+
 def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """A built-in preset by name (``mnist``, ``cifar10``, ``imagenet``, ``mnist5k``) or a TOML file path.
 
@@ -52,11 +57,11 @@ def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -
         raise ValueError(f"config {name_or_path} is not valid TOML: {err}") from None
     parent = config.pop("extends", None)
     if parent is not None:
-        chain = (*_chain, str(name_or_path))
-        if parent in chain:
-            raise ValueError(f"config {name_or_path} extends {parent!r}, which extends it back ({' -> '.join(chain)})")
+        chain = (*_chain, _config_key(name_or_path))
         if path.suffix == ".toml" and not Path(parent).is_absolute() and (path.parent / parent).is_file():
             parent = str(path.parent / parent)
+        if _config_key(parent) in chain:
+            raise ValueError(f"config {name_or_path} extends {parent!r}, which extends it back ({' -> '.join(chain)})")
         config = merge_configs(load_config(parent, _chain=chain), config)
     evaluation = config.get("evaluation", {})
     if evaluation.get("strong") and "autoattack" not in evaluation:

@@ -42,5 +42,5 @@ def line_plot(x: Sequence[Any], series: dict[str, Sequence[float | None]], path_
         ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     return save_figure(fig, path_stem)

@@ -70,9 +70,12 @@ def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
 def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str, values: list[Any], out: str | os.PathLike,
               device: str | torch.device = "cpu", reference: float | None = None, progress: bool = True,
               log: Callable[[str], None] = print, dist_ctx: DistContext | None = None,
-              memory_format: str = "auto") -> list[dict[str, Any]]:
+              memory_format: str = "auto", paper_columns: list[str] | None = None) -> list[dict[str, Any]]:
     """Evaluate every value of ``param``; write ``sweep_<param>.md/.csv/.json`` and ``.png/.pdf`` into ``out``.
 
+    ``paper_columns``: the paper's attacks among ``base.attacks``; when the run holds more (a strong
+    suite), each row also gets ``<model>/Paper attacks``, the per-sample worst case over the paper's
+    attacks alone, and the figure shows it beside the worst case over everything.
     Under torchrun (``dist_ctx``) each point's samples are sharded over the ranks; rank 0 writes.
     """
     ctx = dist_ctx or DistContext()
@@ -101,6 +104,9 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
         for model_row, accs in table.items():
             for column, acc in accs.items():
                 row[f"{model_row}/{column}"] = acc
+            if paper_columns is not None and set(paper_columns) != {s.column for s in settings.attacks}:
+                paper_ok = result.robust_over(model_row, ["Natural", *paper_columns])
+                row[f"{model_row}/Paper attacks"] = paper_ok.float().mean().item()
         if "defense/Natural" in result.timings:
             row["defense_inference_s_per_sample"] = result.timings["defense/Natural"] / max(len(dataset), 1)
             row["base_inference_s_per_sample"] = result.timings["base/Natural"] / max(len(dataset), 1)
@@ -153,8 +159,17 @@ def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: fl
                   "base, best attack": [r.get("base/Best attack") for r in rows],
                   "defense, best attack": [r.get("defense/Best attack") for r in rows]}
     else:
-        series = {"base model, best attack": [r.get("base/Best attack") for r in rows],
-                  "Adversarial pNML, best attack": [r.get("defense/Best attack") for r in rows]}
+        series = {}
+        if param == "eps":  # Fig. 2a (PGD) and 2b (the adaptive attack), as the paper draws them
+            for key, label in (("base/PGD", "base model, PGD"), ("defense/PGD", "Adversarial pNML, PGD (transferred)"),
+                               ("defense/Adaptive", "Adversarial pNML, adaptive")):
+                if any(r.get(key) is not None for r in rows):
+                    series[label] = [r.get(key) for r in rows]
+        if any("base/Paper attacks" in r for r in rows):
+            series["base model, paper's attacks (worst case)"] = [r.get("base/Paper attacks") for r in rows]
+            series["Adversarial pNML, paper's attacks (worst case)"] = [r.get("defense/Paper attacks") for r in rows]
+        series["base model, every attack (worst case)"] = [r.get("base/Best attack") for r in rows]
+        series["Adversarial pNML, every attack (worst case)"] = [r.get("defense/Best attack") for r in rows]
     xlabel, title = _LABELS[param]
     paths = line_plot(xs, series, stem, xlabel, "accuracy (%)", f"{title} ({n} samples)", marker_x=reference,
                       categorical=categorical, log_x=param == "k" and max(map(float, xs)) >= 50)
