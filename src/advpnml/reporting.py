@@ -199,7 +199,7 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
           "Best attack: a sample counts as robust only if it is classified correctly naturally and under every attack (per-sample worst case).", "",
           "## Summary (Croce et al. 2022 layout)", "", summary_table(result), "",
           "static: attacks on the base model; transfer: base-model examples given to the defense; adaptive: white-box "
-          "attacks through the defense (identity backward through the refinement); black-box: decision- or score-based "
+          f"attacks through the defense ({result.settings.bpda} backward through the refinement); black-box: decision- or score-based "
           "attacks on the defense; worst case: per sample, over everything run.", ""]
     if result.settings.cascade:
         md += ["Cascade (AutoAttack's protocol): each attack ran only on the samples that every earlier column left correct, "
@@ -207,7 +207,8 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
     if result.reference_comparison():
         md += ["## Our attacks vs the reference AutoAttack", "", reference_table(result), "",
                "Both: a sample counts as robust only if neither side broke it. The reference is `pyautoattack` "
-               "(Croce & Hein's code) at its fixed budgets, run through the defense with the identity backward.", ""]
+               "(Croce & Hein's code) at its fixed budgets, run through the defense with the "
+               f"{'identity' if result.settings.bpda == 'identity' else 'clamp-in-graph'} backward.", ""]
     if checks:
         md += ["## Gradient-masking checks", "", *[f"- `{c.status.upper()}` {ROW_NAMES.get(c.row, c.row)}: **{c.name}**: {c.detail}"
                                                     for c in checks], ""]
