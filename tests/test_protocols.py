@@ -114,6 +114,7 @@ def test_protocol_both_writes_the_side_by_side_table(standard_model, tmp_path, c
     assert (out / "strict" / "records.jsonl").is_file() and (out / "paper" / "records.jsonl").is_file()
     assert "| Adversarial pNML | Adaptive |" in table and "paper minus strict" in table and "clamp" in table
     assert "highest final loss" in table, "each column's note says what moves its number"
+    assert "Not run here (`--attacks`): HSJA" in table and "29 iterations" not in table
     strict = (out / "strict" / "results.md").read_text()
     assert "Adaptive-margin" in strict and "Adaptive-margin" not in (out / "paper" / "results.md").read_text(), \
         "--attacks under both: each protocol runs the named columns it has"

@@ -62,9 +62,14 @@ def comparison_markdown(results: dict[str, EvalResult], config: dict[str, Any]) 
             lines.append(f"| {ROW_NAMES.get(row, row)} | {cell} | {_pct(a)} | {_pct(b)} | {delta} |")
     lines += ["", "## What moves each number", ""]
     lines.append(f"- **BPDA** (every adaptive attack): {paper.get('bpda_note', paper.get('bpda', 'identity'))}.")
+    ran = {spec.column for spec in results["paper"].settings.attacks}
     for entry in paper["attacks"]:
-        cell = entry.get("table1", entry["column"])
-        lines.append(f"- **{entry['column']}** ({cell} cell): {entry.get('note', 'no note in the preset')}.")
+        if entry["column"] in ran:
+            cell = entry.get("table1", entry["column"])
+            lines.append(f"- **{entry['column']}** ({cell} cell): {entry.get('note', 'no note in the preset')}.")
+    skipped = [e["column"] for e in paper["attacks"] if e["column"] not in ran]
+    if skipped:
+        lines.append(f"- Not run here (`--attacks`): {', '.join(skipped)}.")
     return "\n".join(lines) + "\n"
 
 
