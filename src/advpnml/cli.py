@@ -177,16 +177,16 @@ def _evaluation_setup(args: argparse.Namespace, config_name: str, default_attack
 def cmd_evaluate(args: argparse.Namespace) -> int:
     protocol = getattr(args, "protocol", "strict")
     if protocol != "both":
-        return _evaluate_protocol(args, protocol, args.out)[0]
+        return _evaluate_protocol(args, _evaluation_setup(args, args.config, protocol=protocol), args.out)[0]
     if getattr(args, "cascade", False):
         raise ValueError("--protocol both compares single columns: drop --cascade (it makes columns cumulative)")
     root = Path(args.out or "runs/eval-protocols")
+    # both set up before either runs: a bad argument fails in seconds
+    setups = {protocol: _evaluation_setup(args, args.config, protocol=protocol) for protocol in PROTOCOLS}
     results = {}
-    for protocol in PROTOCOLS:  # both set up before either runs: a bad argument fails in seconds
-        _evaluation_setup(args, args.config, protocol=protocol)
-    for protocol in PROTOCOLS:
+    for protocol, setup in setups.items():
         print(f"\n== protocol {protocol} ==")
-        _, results[protocol], config = _evaluate_protocol(args, protocol, root / protocol)
+        _, results[protocol], config = _evaluate_protocol(args, setup, root / protocol)
     if results["strict"] is None:  # a non-main process of a distributed run
         return 0
     path = write_comparison(results, config, root)
@@ -194,9 +194,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_protocol(args: argparse.Namespace, protocol: str, out_dir: str | Path | None):
-    """One evaluation under ``protocol``: run, report, print; returns (exit code, result or None, config)."""
-    config, model, dataset, settings, name = _evaluation_setup(args, args.config, protocol=protocol)
+def _evaluate_protocol(args: argparse.Namespace, setup: tuple, out_dir: str | Path | None):
+    """One evaluation of ``setup`` (from :func:`_evaluation_setup`): run, report, print;
+    returns (exit code, result or None, config)."""
+    config, model, dataset, settings, name = setup
     lam = settings.refine_eps
     out = Path(out_dir or f"runs/eval-{name}")
     ctx, device = init_distributed(resolve_device(args.device))
