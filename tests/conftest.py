@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 @pytest.fixture(scope="session")
 def robust_model() -> nn.Module:
     """A small Madry CNN PGD-trained for 2 epochs at eps 0.3 on the embedded subset (seconds on CPU)."""
+    from advpnml.runtime import QUIET
     from advpnml.training import TrainConfig, train
 
     config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.25}, method="pgd", epochs=2, batch_size=50, optimizer="adam",
@@ -100,5 +102,5 @@ def robust_model() -> nn.Module:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = train(config, advpnml.load_dataset("mnist5k", "train"), tmp, progress=False, log=lambda s: None)
+        model, _ = train(config, advpnml.load_dataset("mnist5k", "train"), tmp, runtime=replace(QUIET, memory_format="contiguous"))
     return model.eval()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from advpnml.config import load_config
+from advpnml.config import from_preset, load_config
 from advpnml.training import TrainConfig, lr_at
 
 
@@ -30,9 +30,36 @@ def test_official_mnist_recipe_extends_mnist_with_the_official_cnn_and_a_step_lr
     official, mnist = load_config("mnist_official"), load_config("mnist")
     assert official["model"]["arch"] == "official_mnist_cnn"
     assert official["protocols"] == mnist["protocols"] and official["evaluation"] == mnist["evaluation"]
-    config = TrainConfig.from_config(official)
+    config = TrainConfig.from_preset(from_preset("mnist_official"))
     assert (config.epochs, config.adaptive_epochs, config.batch_size, config.attack_steps) == (106, 6, 50, 40)
     assert lr_at(config, 99.9 / 106) == pytest.approx(0.01) and lr_at(config, 100.0 / 106) == pytest.approx(0.001), \
         "the adaptive fine-tuning epochs run at a tenth of the learning rate"
     with pytest.raises(ValueError, match="lr_milestones"):
         TrainConfig(lr_schedule="step")
+
+
+def test_params_change_an_inherited_suite_but_not_the_paper_protocol(tmp_path):
+    (tmp_path / "child.toml").write_text('extends = "mnist"\n[params.PGD]\nsteps = 7\n'
+                                         '[protocols.paper.params.Adaptive]\nrestarts = 3\n')
+    preset = from_preset(tmp_path / "child.toml")
+    ours = {s.column: s for s in preset.attacks()}
+    paper = {s.column: s for s in preset.attacks(protocol="paper")}
+    assert ours["PGD"].params == {"steps": 7, "step_size": 0.01, "restarts": 20, "early_stop": True}
+    assert paper["PGD"].params["steps"] == 40, "[params] is ours; the official code's budgets stay"
+    assert paper["Adaptive"].params["restarts"] == 3 and ours["Adaptive"].params["restarts"] == 20
+    (tmp_path / "bad.toml").write_text('extends = "mnist"\n[params.Nope]\nsteps = 1\n')
+    with pytest.raises(ValueError, match="no attack column 'Nope'"):
+        from_preset(tmp_path / "bad.toml")
+
+
+def test_image_presets_share_one_suite_and_the_paper_numbers_stay_with_their_dataset():
+    from advpnml.config import list_configs
+
+    assert "_suite" not in list_configs() and "_suite" in list_configs(hidden=True)
+    columns = {name: [s.column for s in from_preset(name).attacks(suite="strong")] for name in ("mnist", "cifar10", "imagenet")}
+    assert columns["mnist"] == columns["cifar10"] == columns["imagenet"]
+    mnist, mnist5k = from_preset("mnist"), from_preset("mnist5k")
+    assert mnist.paper_numbers("mnist", 0.3)["defense"]["Adaptive"] == 0.904
+    assert mnist5k.paper_numbers("mnist5k", 0.3) is None and mnist.paper_numbers("mnist", 0.2) is None
+    assert [s.params for s in mnist5k.attacks()][1] == {"steps": 40, "step_size": 0.01, "restarts": 2, "early_stop": True}
+    assert mnist5k.defense(0.2).refine_eps == 0.2 and mnist5k.defense().refine_eps == 0.1

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from advpnml.config import DefenseSpec
 from advpnml.detection import detection_rate, roc_auc, roc_curve, run_detection
 
 
@@ -23,7 +24,7 @@ def test_auc_is_chance_on_identical_distributions_and_one_when_separated():
 
 def test_detect_writes_table_json_and_roc(standard_model, mnist5k_test, tmp_path):
     x, y = mnist5k_test.x[:12], mnist5k_test.y[:12]
-    summary = run_detection(standard_model, x, y, 0.1, 0.2, tmp_path, steps=3, log=lambda s: None)
+    summary = run_detection(standard_model, x, y, DefenseSpec(0.1), 0.2, tmp_path, steps=3, log=lambda s: None)
     assert [r["attack"] for r in summary["rows"]] == ["PGD (transfer from base)", "Adaptive-margin", "Detector-aware adaptive"]
     assert all(0 <= r["auc_all"] <= 1 for r in summary["rows"])
     assert json.loads((tmp_path / "detect.json").read_text())["samples"] == 12

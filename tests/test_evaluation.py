@@ -11,7 +11,10 @@ import time
 import pytest
 import torch
 
-from advpnml.evaluation import SKIPPED, AttackSpec, EvalResult, EvalSettings, evaluate
+from advpnml.config import AttackSpec, EvalSettings
+from advpnml.evaluation import evaluate
+from advpnml.records import SKIPPED, EvalResult
+from advpnml.runtime import QUIET
 from advpnml.models import save_checkpoint
 from advpnml.reporting import markdown_table, write_report
 
@@ -43,7 +46,7 @@ def test_best_attack_is_the_per_sample_worst_case():
 
 def test_evaluate_writes_records_and_reports(standard_model, mnist5k_test, tmp_path):
     data = mnist5k_test.head(12)
-    result = evaluate(standard_model, data, _settings(), tmp_path, progress=False, log=lambda s: None)
+    result = evaluate(standard_model, data, _settings(), tmp_path, runtime=QUIET)
     assert [r["index"] for r in result.records] == list(range(12))
     table = result.accuracy()
     assert set(table) == {"base", "defense"}
@@ -61,9 +64,9 @@ def test_evaluate_writes_records_and_reports(standard_model, mnist5k_test, tmp_p
 
 def test_resume_refuses_other_settings(standard_model, mnist5k_test, tmp_path):
     data = mnist5k_test.head(4)
-    evaluate(standard_model, data, _settings(n=4), tmp_path, progress=False, log=lambda s: None)
+    evaluate(standard_model, data, _settings(n=4), tmp_path, runtime=QUIET)
     with pytest.raises(ValueError, match="other settings"):
-        evaluate(standard_model, data, _settings(n=4, eps=0.2), tmp_path, progress=False, log=lambda s: None)
+        evaluate(standard_model, data, _settings(n=4, eps=0.2), tmp_path, runtime=QUIET)
 
 
 def test_a_killed_run_resumes_with_no_sample_lost_or_counted_twice(standard_model, tmp_path):
@@ -103,10 +106,8 @@ def test_cascade_gives_the_same_worst_case_for_less_work(standard_model, mnist5k
     """With attacks whose result for a sample does not depend on the rest of its batch, the cascade's
     per-sample worst case is exactly the full evaluation's; it attacks fewer samples, and columns are cumulative."""
     data = mnist5k_test.head(24)
-    full = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8), progress=False,
-                    log=lambda s: None)
-    cascade = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8, cascade=True),
-                       progress=False, log=lambda s: None)
+    full = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8), runtime=QUIET)
+    cascade = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8, cascade=True), runtime=QUIET)
     for row in ("base", "defense"):
         assert torch.equal(full.robust(row), cascade.robust(row)), row
         accs = [a for a in cascade.accuracy()[row].values() if a is not None]

@@ -8,7 +8,8 @@ import pytest
 
 from advpnml.cli import main
 from advpnml.config import attack_specs, load_config
-from advpnml.evaluation import AttackSpec, EvalSettings
+from advpnml.config import AttackSpec, EvalSettings
+from advpnml.runtime import QUIET
 from advpnml.experiments.adaptive_training import run_adaptive_training
 from advpnml.experiments.sweeps import parse_steps, point_settings, run_sweep
 from advpnml.experiments.toy import run_toy
@@ -16,7 +17,7 @@ from advpnml.models import save_checkpoint
 
 
 def test_toy_writes_table_figure_and_mechanisms(tmp_path):
-    summary = run_toy(tmp_path, overrides=["evaluation.n=200", "training.epochs=4"], log=lambda s: None)
+    summary = run_toy(tmp_path, overrides=["evaluation.n=200", "training.epochs=4"], runtime=QUIET)
     assert (tmp_path / "toy_mechanisms.png").is_file() and (tmp_path / "toy_mechanisms.pdf").is_file()
     assert set(summary["accuracy"]) == {"base", "defense"} and summary["accuracy"]["base"]["Natural"] > 0.9
     saved = json.loads((tmp_path / "toy.json").read_text())
@@ -37,8 +38,7 @@ def test_sweep_points_and_outputs(standard_model, mnist5k_test, tmp_path):
     assert pgd.attacks[0].params["step_size"] == 0.01  # the reference settings are not modified
     with pytest.raises(ValueError, match="STEPSxSIZE"):
         parse_steps("three")
-    rows = run_sweep(standard_model, mnist5k_test.head(6), base, "eps", [0.05, 0.3], tmp_path, progress=False, reference=0.1,
-                     log=lambda s: None)
+    rows = run_sweep(standard_model, mnist5k_test.head(6), base, "eps", [0.05, 0.3], tmp_path, QUIET, reference=0.1)
     assert [r["value"] for r in rows] == [0.05, 0.3]
     assert rows[1]["base/FGSM"] <= rows[0]["base/FGSM"]
     for suffix in (".md", ".csv", ".json", ".png", ".pdf"):
@@ -47,8 +47,8 @@ def test_sweep_points_and_outputs(standard_model, mnist5k_test, tmp_path):
 
 def test_adaptive_training_compares_two_models_over_lambda(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "pgd.pt", standard_model, dataset="mnist5k")
-    rows = run_adaptive_training(tmp_path / "out", str(checkpoint), lams=(0.1, 0.2), finetune_epochs=1, finetune_steps=1,
-                                 train_samples=50, n=4, log=lambda s: None)
+    rows = run_adaptive_training(tmp_path / "out", str(checkpoint), refine_eps_values=(0.1, 0.2), finetune_epochs=1, finetune_steps=1,
+                                 train_samples=50, n=4, runtime=QUIET)
     assert [(r["model"], r["lam"]) for r in rows] == [("PGD-trained", 0.1), ("PGD-trained", 0.2),
                                                      ("+ adaptive fine-tuning", 0.1), ("+ adaptive fine-tuning", 0.2)]
     assert all(r["defense best"] <= r["defense Adaptive"] for r in rows)
@@ -126,8 +126,7 @@ def test_sweep_rows_separate_the_papers_attacks_from_the_strong_worst_case(stand
     attacks = [AttackSpec("FGSM", "fgsm", base=True, defense="transfer"),
                AttackSpec("APGD-CE adaptive", "apgd", {"steps": 5, "loss": "ce"}, base=False, defense="direct")]
     base = EvalSettings("mnist5k", "test", 8, 0.3, 0.1, attacks, batch_size=8)
-    rows = run_sweep(standard_model, mnist5k_test.head(8), base, "eps", [0.2, 0.3], tmp_path, progress=False,
-                     log=lambda s: None, paper_columns=["FGSM"])
+    rows = run_sweep(standard_model, mnist5k_test.head(8), base, "eps", [0.2, 0.3], tmp_path, QUIET, paper_columns=["FGSM"])
     for row in rows:
         assert row["defense/Paper attacks"] == row["defense/FGSM"], "the paper's worst case uses its attacks only"
         assert row["defense/Best attack"] <= row["defense/Paper attacks"]

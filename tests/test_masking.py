@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from advpnml.evaluation import AttackSpec, EvalResult, EvalSettings
+from advpnml.config import AttackSpec, EvalSettings
+from advpnml.records import EvalResult
 from advpnml.masking import masking_checks
 
 

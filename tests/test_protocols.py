@@ -96,7 +96,7 @@ def test_paper_protocol_columns_come_from_the_preset():
     assert cifar["PGD"].base and cifar["PGD"].defense is None
     assert cifar["PGD-20"].params["steps"] == 20 and cifar["PGD-20"].defense == "transfer" and not cifar["PGD-20"].base
     with pytest.raises(ValueError, match=r"protocols\.paper"):
-        attack_specs(load_config("mnist5k"), None, "paper", "paper")
+        attack_specs(load_config("toy2d"), None, "paper", "paper")  # mnist5k now inherits mnist's
 
 
 def test_protocol_both_writes_the_side_by_side_table(standard_model, tmp_path, capsys):

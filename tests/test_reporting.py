@@ -1,7 +1,8 @@
 """The report's verdict line says plainly whether the defense helps, hurts, or was never attacked."""
 from __future__ import annotations
 
-from advpnml.evaluation import AttackSpec, EvalResult, EvalSettings
+from advpnml.config import AttackSpec, EvalSettings
+from advpnml.records import EvalResult
 from advpnml.reporting import summary_table
 
 

@@ -1,14 +1,19 @@
 """Training methods, resumability, and that adversarial training buys robustness on the toy data."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from advpnml.attacks import PGD
 from advpnml.data import load_dataset
 from advpnml.models import load_checkpoint
+from advpnml.runtime import QUIET
 from advpnml.training import TrainConfig, train
 
 from .conftest import accuracy
+
+TRAIN_QUIET = replace(QUIET, memory_format="contiguous")  # train()'s own default layout
 
 
 def _toy_config(method: str, **kw) -> TrainConfig:
@@ -23,7 +28,7 @@ def test_each_method_lowers_its_loss(tmp_path):
     for method in ("standard", "pgd", "fast"):
         config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.125}, method=method, epochs=3, batch_size=50, optimizer="adam",
                              lr=2e-3, weight_decay=0.0, eps=0.1, attack_steps=3, attack_step_size=0.04)
-        _, history = train(config, data, tmp_path / method, progress=False, log=lambda s: None)
+        _, history = train(config, data, tmp_path / method, runtime=TRAIN_QUIET)
         assert history[-1]["loss"] < history[0]["loss"], method
         assert (tmp_path / method / "metrics.csv").is_file() and (tmp_path / method / "metrics.png").is_file()
         _, meta = load_checkpoint(tmp_path / method / "model.pt")
@@ -34,10 +39,10 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     data = load_dataset("mnist5k", "train", n=200)
     config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.125}, method="pgd", epochs=2, batch_size=50, lr=0.01,
                          eps=0.1, attack_steps=2, attack_step_size=0.05)
-    whole, _ = train(config, data, tmp_path / "whole", progress=False, log=lambda s: None)
-    train(config, data, tmp_path / "parts", progress=False, stop_after=1, log=lambda s: None)
+    whole, _ = train(config, data, tmp_path / "whole", runtime=TRAIN_QUIET)
+    train(config, data, tmp_path / "parts", runtime=TRAIN_QUIET, stop_after=1)
     assert not (tmp_path / "parts" / "model.pt").exists()
-    resumed, history = train(config, data, tmp_path / "parts", resume=True, progress=False, log=lambda s: None)
+    resumed, history = train(config, data, tmp_path / "parts", resume=True, runtime=TRAIN_QUIET)
     assert len(history) == 2
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
@@ -46,11 +51,11 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 def test_time_limit_stops_between_epochs_and_resume_finishes_the_run(tmp_path):
     data = load_dataset("mnist5k", "train", n=100)
     config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.125}, method="standard", epochs=3, batch_size=50, lr=0.01)
-    whole, _ = train(config, data, tmp_path / "whole", progress=False, log=lambda s: None)
+    whole, _ = train(config, data, tmp_path / "whole", runtime=TRAIN_QUIET)
     # A limit shorter than any epoch: the first epoch always runs, the second would end past the limit.
-    _, history = train(config, data, tmp_path / "parts", progress=False, log=lambda s: None, time_limit=1e-9)
+    _, history = train(config, data, tmp_path / "parts", runtime=TRAIN_QUIET, time_limit=1e-9)
     assert len(history) == 1 and not (tmp_path / "parts" / "model.pt").exists()
-    resumed, history = train(config, data, tmp_path / "parts", resume=True, progress=False, log=lambda s: None)
+    resumed, history = train(config, data, tmp_path / "parts", resume=True, runtime=TRAIN_QUIET)
     assert len(history) == 3
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
@@ -61,7 +66,7 @@ def test_pgd_training_beats_standard_training_under_pgd_on_toy_data(tmp_path):
     models = {}
     for method in ("standard", "pgd"):
         config = _toy_config(method, epochs=6)
-        models[method], _ = train(config, train_set, tmp_path / method, progress=False, log=lambda s: None)
+        models[method], _ = train(config, train_set, tmp_path / method, runtime=TRAIN_QUIET)
     attack = PGD(0.65, steps=10, step_size=0.13, bounds=None)
     robust = {m: accuracy(models[m], attack(models[m], test_set.x, test_set.y), test_set.y) for m in models}
     assert accuracy(models["pgd"], test_set.x, test_set.y) > 0.95

@@ -1,8 +1,15 @@
-"""Experiment settings as data: the TOML presets in ``advpnml/configs`` and command-line overrides."""
+"""Experiment settings as data, on the ground floor: the TOML presets in ``advpnml/configs``, command-line
+overrides, and the typed settings every job reads (:class:`AttackSpec`, :class:`DefenseSpec`,
+:class:`EvalSettings`). Nothing here imports from the rest of the package; :func:`from_preset` is the one
+way in: every command, the demo and the experiments read a preset through the :class:`Preset` it returns.
+"""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,12 +19,89 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .evaluation import AttackSpec
+
+@dataclass
+class AttackSpec:
+    """One column of the table.
+
+    column: its name in the report ("FGSM", "PGD", "Adaptive", "HSJA").
+    attack: a key of :data:`advpnml.attacks.ATTACKS`; params: its keyword arguments (eps comes
+    from the evaluation unless given). base: run it on the base model. defense: ``"direct"``
+    (through the defense), ``"transfer"`` (examples computed on the base model), or ``None``.
+    """
+
+    column: str
+    attack: str
+    params: dict[str, Any] = field(default_factory=dict)
+    base: bool = True
+    defense: str | None = "direct"
+
+    def __post_init__(self) -> None:
+        if self.defense not in (None, "direct", "transfer"):
+            raise ValueError(f"attack {self.column!r}: defense must be 'direct', 'transfer' or none, got {self.defense!r}")
+        if not self.base and self.defense is None:
+            raise ValueError(f"attack {self.column!r} runs on no model (base=false and defense={self.defense!r})")
 
 
-def list_configs() -> list[str]:
-    """Names of the built-in presets."""
-    return sorted(p.name[:-5] for p in resources.files("advpnml.configs").iterdir() if p.name.endswith(".toml"))
+@dataclass(frozen=True)
+class DefenseSpec:
+    """The defense's settings: lambda (``refine_eps``, eq. 9; the command line's ``--lam``), the refinement
+    steps (Fig. 4), the top-k hypotheses (Fig. 7) and the backward of the refinement (``identity``, ours, or
+    ``clamp``, the official code's). :meth:`advpnml.defense.AdversarialPnml.from_spec` builds it."""
+
+    refine_eps: float
+    refine_steps: int = 1
+    top_k: int | None = None
+    bpda: str = "identity"
+
+
+@dataclass
+class EvalSettings:
+    """What an evaluation run is; its hash decides whether a results file can be resumed.
+
+    ``refine_eps`` None: the base model only. ``cascade``: AutoAttack's protocol. Each attack runs, per
+    model row, only on the samples that the natural prediction and every earlier column left correct; a
+    skipped sample's prediction is recorded as ``SKIPPED`` (:mod:`advpnml.records`). The per-sample worst
+    case is the same quantity as without it, at a fraction of the cost (strong attacks first, expensive
+    ones on the few survivors); a column's accuracy then reads "robust after this attack and all before
+    it". Reference attacks (:data:`advpnml.attacks.REFERENCE_ATTACKS`) always see every sample, so ours
+    and theirs can be compared sample by sample.
+    """
+
+    dataset: str
+    split: str
+    n: int | None
+    eps: float
+    refine_eps: float | None
+    attacks: list[AttackSpec]
+    refine_steps: int = 1
+    top_k: int | None = None
+    batch_size: int = 100
+    seed: int = 0
+    model: str = ""
+    cascade: bool = False
+    bpda: str = "identity"
+
+    @property
+    def defense(self) -> DefenseSpec | None:
+        """The defense this run evaluates beside the base model (None: base model only)."""
+        if self.refine_eps is None:
+            return None
+        return DefenseSpec(self.refine_eps, self.refine_steps, self.top_k, self.bpda)
+
+    def digest(self) -> str:
+        values = asdict(self)
+        # Runs written before these options existed keep their digest at the defaults, so they resume.
+        for key, default in (("cascade", False), ("bpda", "identity")):
+            if values[key] == default:
+                del values[key]
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def list_configs(hidden: bool = False) -> list[str]:
+    """Names of the built-in presets; ``hidden``: with the bases others extend (``_suite``), not run on their own."""
+    names = (p.name[:-5] for p in resources.files("advpnml.configs").iterdir() if p.name.endswith(".toml"))
+    return sorted(name for name in names if hidden or not name.startswith("_"))
 
 
 def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -37,9 +121,13 @@ def _config_key(name_or_path: str | os.PathLike) -> str:
 
 
 def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A built-in preset by name (``mnist``, ``cifar10``, ``imagenet``, ``mnist5k``) or a TOML file path.
+    """A built-in preset by name (``mnist``, ``cifar10``, ``imagenet``, ``mnist5k``) or a TOML file path, as a dict.
 
-    ``extends = "NAME"`` (a preset, or a file beside this one) starts from that config and changes it.
+    ``extends = "NAME"`` (a preset, or a file beside this one) starts from that config and changes it:
+    tables merge key by key, lists (an attack suite among them) are replaced. ``[params.COLUMN]`` then
+    sets parameters of the inherited attack COLUMN in the ``[evaluation]`` suites (ours),
+    ``[protocols.NAME.params.COLUMN]`` under that protocol only: the image presets share one suite
+    (``_suite.toml``) and each sets its budgets and step sizes. Jobs read presets through :func:`from_preset`.
     """
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
@@ -48,7 +136,7 @@ def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -
         text = path.read_text()
     else:
         name = str(name_or_path)
-        if name not in list_configs():
+        if name not in list_configs(hidden=True):
             raise ValueError(f"unknown config {name!r}; expected a .toml path or one of: {', '.join(list_configs())}")
         text = resources.files("advpnml.configs").joinpath(f"{name}.toml").read_text()
     try:
@@ -63,6 +151,11 @@ def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -
         if _config_key(parent) in chain:
             raise ValueError(f"config {name_or_path} extends {parent!r}, which extends it back ({' -> '.join(chain)})")
         config = merge_configs(load_config(parent, _chain=chain), config)
+    for where in ("evaluation", *config.get("protocols", {})):
+        holder = config if where == "evaluation" else config["protocols"][where]
+        for column, params in holder.pop("params", {}).items():
+            for key, value in params.items():
+                _set_column(config, f"{name_or_path}: [params.{column}]", column, key, value, where)
     evaluation = config.get("evaluation", {})
     if evaluation.get("strong") and "autoattack" not in evaluation:
         evaluation["autoattack"] = [copy.deepcopy(REFERENCE_AUTOATTACK)]
@@ -77,27 +170,43 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _column_entries(config: dict[str, Any], where: str = "all") -> dict[str, list[dict[str, Any]]]:
+    """Attack table entries by lower-case column name: ``all`` (the evaluation's and every protocol's),
+    ``evaluation`` (ours only) or a protocol's name (that protocol's only)."""
+    evaluation = config.get("evaluation", {})
+    sections = config.get("protocols", {})
+    tables = [evaluation.get(t, []) for t in ("attacks", "strong", "autoattack")] if where in ("all", "evaluation") else []
+    tables += [section.get("attacks", []) for name, section in sections.items() if where in ("all", name)]
+    entries: dict[str, list[dict[str, Any]]] = {}
+    for table in tables:
+        for entry in table:
+            entries.setdefault(entry["column"].lower(), []).append(entry)
+    return entries
+
+
+def _set_column(config: dict[str, Any], origin: str, column: str, key: str, value: Any, where: str = "all") -> None:
+    """Set ``key`` of attack ``column`` (``base``/``defense``, else a parameter) in the tables ``where`` names."""
+    targets = _column_entries(config, where).get(column.lower())
+    if not targets:
+        raise ValueError(f"{origin}: no attack column {column!r} to change")
+    for target in targets:
+        if key in ("base", "defense"):
+            target[key] = value
+        else:
+            target.setdefault("params", {})[key] = value
+
+
 def apply_overrides(config: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     """``KEY.PATH=VALUE`` assignments; an attack's parameters are addressed by its column, e.g. ``PGD.restarts=2``."""
     config = copy.deepcopy(config)
-    evaluation = config.get("evaluation", {})
-    tables = [evaluation.get(t, []) for t in ("attacks", "strong", "autoattack")]
-    tables += [section.get("attacks", []) for section in config.get("protocols", {}).values()]
-    attacks = {}
-    for table in tables:
-        for entry in table:
-            attacks.setdefault(entry["column"].lower(), []).append(entry)
+    columns = _column_entries(config)
     for assignment in assignments:
         if "=" not in assignment:
             raise ValueError(f"override {assignment!r} must look like KEY=VALUE (e.g. PGD.restarts=2 or defense.refine_eps=0.2)")
         key, value = assignment.split("=", 1)
         parts = key.strip().split(".")
-        if parts[0].lower() in attacks and len(parts) == 2:
-            for target in attacks[parts[0].lower()]:  # the column under every protocol that has it
-                if parts[1] in ("base", "defense"):
-                    target[parts[1]] = parse_value(value)
-                else:
-                    target.setdefault("params", {})[parts[1]] = parse_value(value)
+        if parts[0].lower() in columns and len(parts) == 2:
+            _set_column(config, assignment, parts[0], parts[1], parse_value(value))  # under every protocol that has it
             continue
         node = config
         for part in parts[:-1]:
@@ -180,3 +289,93 @@ def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: s
                              f"{', '.join(s.column for s in specs)}")
         specs = list({name.strip().lower(): by_name[name.strip().lower()] for name in only}.values())
     return specs
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A preset after ``extends``, ``[params]`` and the command line's ``--set``: the one reader of its sections.
+
+    ``data`` is the merged TOML as a dict; everything a job needs from it is a method here, so a key is
+    read in one place with one default.
+    """
+
+    name: str
+    data: dict[str, Any]
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of the top-level table ``name`` (empty when the preset has none)."""
+        return copy.deepcopy(self.data.get(name, {}))
+
+    @property
+    def dataset(self) -> str | None:
+        return self.data.get("dataset")
+
+    @property
+    def eps(self) -> float:
+        """The evaluation's attack radius."""
+        if "eps" not in self.data.get("evaluation", {}):
+            raise ValueError(f"config {self.name!r} has no [evaluation] eps; pass --eps")
+        return float(self.data["evaluation"]["eps"])
+
+    @property
+    def n(self) -> int | None:
+        """How many test samples the preset evaluates (None: the whole split)."""
+        return self.data.get("evaluation", {}).get("n")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.data.get("evaluation", {}).get("batch_size", 100))
+
+    def defense(self, refine_eps: float | None = None, protocol: str = "strict", refine_steps: int | None = None,
+                top_k: int | None = None) -> DefenseSpec:
+        """The ``[defense]`` table as a spec; a value given here (the command line's ``--lam`` for ``refine_eps``) wins."""
+        table = self.data.get("defense", {})
+        lam = table.get("refine_eps") if refine_eps is None else refine_eps
+        if lam is None:
+            raise ValueError(f"config {self.name!r} has no [defense] refine_eps; pass --lam")
+        return DefenseSpec(float(lam), int(refine_steps or table.get("refine_steps", 1)), top_k or table.get("top_k"),
+                           protocol_bpda(self.data, protocol))
+
+    def attacks(self, only: list[str] | None = None, suite: str = "paper", protocol: str = "strict") -> list[AttackSpec]:
+        """The attack columns of ``suite`` under ``protocol`` (see :func:`attack_specs`)."""
+        return attack_specs(self.data, only, suite, protocol)
+
+    def columns_under(self, names: list[str], suite: str, protocol: str) -> list[str]:
+        """Of ``names`` (one ``--attacks`` list for every protocol), those ``protocol`` has; a name no protocol
+        has is a one-line error."""
+        known = {s.column.lower() for p in PROTOCOLS for s in self.attacks(None, suite, p)}
+        unknown = [c for c in names if c.strip().lower() not in known]
+        if unknown:
+            raise ValueError(f"unknown attack column(s) {unknown} under either protocol")
+        mine = {s.column.lower() for s in self.attacks(None, suite, protocol)}
+        return [c for c in names if c.strip().lower() in mine]
+
+    def paper_numbers(self, dataset: str, eps: float) -> dict[str, dict[str, float]] | None:
+        """The paper's Table 1 rows, only beside the dataset and radius they were measured at."""
+        paper = self.section("paper")
+        same = dataset == paper.pop("dataset", self.dataset) and eps == self.data.get("evaluation", {}).get("eps")
+        return paper or None if same else None
+
+    def sweep_values(self, param: str) -> list[Any] | None:
+        """The ``[sweeps]`` default values of ``param`` (``hsja-eps`` is ``hsja_eps`` in TOML)."""
+        return self.data.get("sweeps", {}).get(param.replace("-", "_"))
+
+    def eval_settings(self, dataset: str, split: str, n: int, *, eps: float | None = None,
+                      refine_eps: float | None = None, defended: bool = True, only: list[str] | None = None,
+                      suite: str = "paper", protocol: str = "strict", batch_size: int | None = None, seed: int = 0,
+                      model: str = "", cascade: bool = False) -> EvalSettings:
+        """The settings of one evaluation run: the preset's values unless the caller gives its own."""
+        defense = self.defense(refine_eps, protocol) if defended else None
+        return EvalSettings(
+            dataset=dataset, split=split, n=n, eps=self.eps if eps is None else eps,
+            refine_eps=defense.refine_eps if defense else None, attacks=self.attacks(only, suite, protocol),
+            refine_steps=defense.refine_steps if defense else int(self.data.get("defense", {}).get("refine_steps", 1)),
+            top_k=defense.top_k if defense else self.data.get("defense", {}).get("top_k"),
+            batch_size=batch_size or self.batch_size, seed=seed, model=model, cascade=cascade,
+            bpda=protocol_bpda(self.data, protocol),
+        )
+
+
+def from_preset(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> Preset:
+    """The preset ``name_or_path`` (a built-in name or a .toml file) with ``KEY=VALUE`` overrides applied."""
+    return Preset(str(name_or_path), apply_overrides(load_config(name_or_path), overrides or []))

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import DefenseSpec
 from .modes import frozen_parameters
 from .validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 
@@ -125,6 +126,13 @@ class AdversarialPnml(nn.Module):
         self.memory_budget = None if memory_budget is None else check_positive_int("memory_budget", memory_budget)
         self.num_classes: int | None = None
         self._bytes_per_input: dict[tuple, int] = {}
+
+    @classmethod
+    def from_spec(cls, model: nn.Module, spec: DefenseSpec, bounds: tuple[float, float] | None = (0.0, 1.0),
+                  **options) -> "AdversarialPnml":
+        """The defense a :class:`~advpnml.config.DefenseSpec` describes (a preset's ``[defense]`` table, ``--lam``);
+        ``options``: the keyword arguments of :class:`AdversarialPnml` that are not settings (``check_inputs``, ...)."""
+        return cls(model, spec.refine_eps, spec.refine_steps, top_k=spec.top_k, bounds=bounds, bpda=spec.bpda, **options)
 
     def extra_repr(self) -> str:
         return (

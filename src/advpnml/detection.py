@@ -19,7 +19,9 @@ import torch
 import torch.nn as nn
 
 from .attacks import PGD, margin
+from .config import DefenseSpec
 from .defense import AdversarialPnml
+from .reporting import pct
 
 
 def roc_auc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
@@ -79,7 +81,7 @@ def regret_scores(defense: AdversarialPnml, x: torch.Tensor, batch_size: int = 1
         return torch.cat([defense.regret(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).cpu()
 
 
-def run_detection(model: nn.Module, x: torch.Tensor, y: torch.Tensor, refine_eps: float, eps: float, out: str | os.PathLike,
+def run_detection(model: nn.Module, x: torch.Tensor, y: torch.Tensor, defense_spec: DefenseSpec, eps: float, out: str | os.PathLike,
                   steps: int = 40, step_size: float | None = None, beta: float = 1.0, bounds=(0.0, 1.0), batch_size: int = 100,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Regret detector vs transferred PGD, the adaptive margin attack and the detector-aware attack; writes detect.md/.json/.png."""
@@ -87,7 +89,8 @@ def run_detection(model: nn.Module, x: torch.Tensor, y: torch.Tensor, refine_eps
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     step_size = step_size or 2.5 * eps / steps
-    defense = AdversarialPnml(model, refine_eps, bounds=bounds).eval()
+    defense = AdversarialPnml.from_spec(model, defense_spec, bounds).eval()
+    refine_eps = defense_spec.refine_eps
     attacks: dict[str, tuple[nn.Module, Any]] = {
         "PGD (transfer from base)": (model, PGD(eps, steps, step_size, bounds=bounds)),
         "Adaptive-margin": (defense, PGD(eps, steps, step_size, loss="margin", bounds=bounds)),
@@ -119,16 +122,13 @@ def run_detection(model: nn.Module, x: torch.Tensor, y: torch.Tensor, refine_eps
           "detection rate of successful adversarial inputs at 5% false positives on natural inputs.", "",
           "| attack | fools defense | AUC (all) | AUC (successful) | detected at 5% FPR | fooled and undetected |", "|---|---|---|---|---|---|"]
     for r in rows:
-        cells = [r["attack"], _pct(r["fooled_defense"]), f"{r['auc_all']:.3f}", _num(r["auc_successful"]),
-                 _pct(r["detected_at_5pct_fpr"]), _pct(r["undetected_and_fooled"])]
+        cells = [r["attack"], pct(r["fooled_defense"]), f"{r['auc_all']:.3f}", _num(r["auc_successful"]),
+                 pct(r["detected_at_5pct_fpr"]), pct(r["undetected_and_fooled"])]
         md.append("| " + " | ".join(cells) + " |")
     (out / "detect.md").write_text("\n".join(md) + "\n")
     _plot_roc(curves, out / "detect_roc", len(y))
     return summary
 
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 def _num(v: float | None) -> str:
@@ -136,13 +136,9 @@ def _num(v: float | None) -> str:
 
 
 def _plot_roc(curves: dict[str, tuple[list[float], list[float]]], stem: Path, n: int) -> None:
-    import matplotlib
+    from .plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .experiments.plotting import save_figure
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, (fpr, tpr) in curves.items():
         ax.plot(fpr, tpr, label=name)

@@ -20,11 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import PGD, REFERENCE_ATTACKS
+from .attacks import BLACK_BOX, PGD, REFERENCE_ATTACKS
+from .config import DefenseSpec
 from .defense import AdversarialPnml
-from .evaluation import EvalResult
-
-BLACK_BOX = ("hsja", "square")
+from .records import EvalResult
 
 
 @dataclass
@@ -65,13 +64,13 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
 
 
-def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, refine_eps: float | None = None,
-                   result: EvalResult | None = None, bounds=(0.0, 1.0), steps: int = 20, log: Callable[[str], None] | None = None,
-                   **defense_kwargs: Any) -> list[Check]:
-    """Run the checklist on the base model and (with ``refine_eps``) its defense, on the samples ``x, y``."""
+def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, defense: DefenseSpec | None = None,
+                   result: EvalResult | None = None, bounds=(0.0, 1.0), steps: int = 20,
+                   log: Callable[[str], None] | None = None) -> list[Check]:
+    """Run the checklist on the base model and (with ``defense``) the defense it specifies, on the samples ``x, y``."""
     rows: dict[str, nn.Module] = {"base": model.eval()}
-    if refine_eps is not None:
-        rows["defense"] = AdversarialPnml(model, refine_eps, bounds=bounds, **defense_kwargs).eval()
+    if defense is not None:
+        rows["defense"] = AdversarialPnml.from_spec(model, defense, bounds).eval()
     checks: list[Check] = []
     tol = max(1.0 / len(y), 0.02)
     for row, m in rows.items():
@@ -111,7 +110,7 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     if bounds is not None:
         outside = x + (bounds[1] - bounds[0]) * 2
         refused = []
-        for name, fn in (("defense", lambda: AdversarialPnml(model, refine_eps or 0.0, bounds=bounds)(outside)),
+        for name, fn in (("defense", lambda: AdversarialPnml.from_spec(model, defense or DefenseSpec(0.0), bounds)(outside)),
                          ("attack", lambda: _white_box(eps, 1, 1, bounds)(model, outside, y))):
             try:
                 fn()

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import protocol_section
-from .evaluation import EvalResult
+from .records import EvalResult
+from .reporting import ROW_NAMES, pct
 
 #: Table 1's cells, in the paper's order.
 TABLE1 = ("Natural", "FGSM", "PGD", "Adaptive", "HSJA")
-ROW_NAMES = {"base": "Base model", "defense": "Adversarial pNML"}
 
 
 def table1_cells(result: EvalResult, entries: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -38,9 +38,6 @@ def table1_cells(result: EvalResult, entries: list[dict[str, Any]]) -> dict[str,
     return cells
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
 
 def comparison_markdown(results: dict[str, EvalResult], config: dict[str, Any]) -> str:
     """Markdown: each Table 1 cell under ``strict`` and ``paper``, the difference, and what moves it."""
@@ -59,7 +56,7 @@ def comparison_markdown(results: dict[str, EvalResult], config: dict[str, Any]) 
             if a is None and b is None:
                 continue
             delta = "-" if a is None or b is None else f"{100 * (b - a):+.1f} pts"
-            lines.append(f"| {ROW_NAMES.get(row, row)} | {cell} | {_pct(a)} | {_pct(b)} | {delta} |")
+            lines.append(f"| {ROW_NAMES.get(row, row)} | {cell} | {pct(a)} | {pct(b)} | {delta} |")
     lines += ["", "## What moves each number", ""]
     lines.append(f"- **BPDA** (every adaptive attack): {paper.get('bpda_note', paper.get('bpda', 'identity'))}.")
     ran = {spec.column for spec in results["paper"].settings.attacks}

@@ -11,13 +11,14 @@ from typing import Any
 
 import torch
 
-from .attacks import REFERENCE_ATTACKS
-from .evaluation import EvalResult
+from .attacks import BLACK_BOX, REFERENCE_ATTACKS
+from .records import EvalResult
 
 ROW_NAMES = {"base": "Base model", "defense": "Adversarial pNML"}
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal ("-" when the cell was not run): every table's format."""
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
@@ -27,13 +28,12 @@ def markdown_table(result: EvalResult, paper: dict[str, dict[str, float]] | None
     columns = result.columns() + ["Best attack"]
     lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for row, accs in table.items():
-        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(_pct(accs.get(c)) for c in columns) + " |")
+        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(pct(accs.get(c)) for c in columns) + " |")
         if paper and row in paper:
-            lines.append(f"| *paper: {ROW_NAMES.get(row, row)}* | " + " | ".join(_pct(paper[row].get(c)) for c in columns) + " |")
+            lines.append(f"| *paper: {ROW_NAMES.get(row, row)}* | " + " | ".join(pct(paper[row].get(c)) for c in columns) + " |")
     return "\n".join(lines)
 
 
-BLACK_BOX = ("hsja", "square")
 FAMILIES = ("static", "transfer", "adaptive", "black-box", "reference")
 
 
@@ -88,7 +88,7 @@ def summary_table(result: EvalResult) -> str:
     lines = ["| Model | " + " | ".join(columns) + " | inference | ms / sample |", "|---|" + "---|" * (len(columns) + 2)]
     for row, entry in summary.items():
         c = cost.get(row, {})
-        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(_pct(entry.get(k)) for k in columns)
+        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(pct(entry.get(k)) for k in columns)
                      + f" | {c.get('passes', '-')} | {c.get('ms_per_sample', float('nan')):.2f} |")
     if "base" in summary and "defense" in summary:
         gain = summary["defense"]["worst case"] - summary["base"]["worst case"]
@@ -112,7 +112,7 @@ def reference_table(result: EvalResult) -> str:
     lines = ["| Model | our attacks (worst case) | reference AutoAttack | both (per sample) | only the reference breaks | only ours break |",
              "|---|---|---|---|---|---|"]
     for row, c in comparison.items():
-        lines.append(f"| {ROW_NAMES.get(row, row)} | {_pct(c['ours'])} | {_pct(c['reference'])} | **{_pct(c['both'])}** | "
+        lines.append(f"| {ROW_NAMES.get(row, row)} | {pct(c['ours'])} | {pct(c['reference'])} | **{pct(c['both'])}** | "
                      f"{c['only_reference_breaks']} | {c['only_ours_break']} |")
     return "\n".join(lines)
 
@@ -124,14 +124,11 @@ def plot_results(result: EvalResult, path_stem: Path) -> Path:
     hatched, so a tall bar there is not read as the defense resisting an attack aimed at it; the
     worst case stands apart at the right; the title carries the model, lambda, eps and sample count.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from .experiments.plotting import save_figure
+    from .plotting import pyplot, save_figure
 
+    plt = pyplot()
     s = result.settings
     table = result.accuracy()
     columns = result.columns() + ["Best attack"]

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .attacks import PGD, project
+from .config import Preset
+from .data import dataset_bounds
 from .defense import AdversarialPnml
-from .distributed import DistContext
 from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
 from .models.checkpoint import load_weights
 from .models.registry import to_plain
+from .runtime import Runtime
 from .validation import check_nonnegative
 
 METHODS = ("standard", "pgd", "fast")
@@ -75,10 +77,11 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], **overrides: Any) -> "TrainConfig":
-        """From a preset's ``[model]``, ``[training]`` and ``[defense]`` sections (unknown keys are errors)."""
-        training = dict(config.get("training", {}))
-        model = dict(config.get("model", {}))
+    def from_preset(cls, preset: Preset, **overrides: Any) -> "TrainConfig":
+        """From a preset's ``[model]``, ``[training]`` and ``[defense]`` sections (unknown keys are errors);
+        ``overrides`` that are not None (the command line's) win."""
+        training = preset.section("training")
+        model = preset.section("model")
         model_arch = model.pop("arch", "madry_cnn")
         arch = training.pop("arch", model_arch)
         if arch != model_arch:
@@ -88,8 +91,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown [training] keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
         values = {"arch": arch, "arch_kwargs": model or None, **training}
-        if "refine_eps" in config.get("defense", {}):
-            values.setdefault("refine_eps", config["defense"]["refine_eps"])
+        if "refine_eps" in preset.section("defense"):
+            values.setdefault("refine_eps", preset.defense().refine_eps)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -140,15 +143,11 @@ def train(
     train_set: Dataset,
     out_dir: str | os.PathLike,
     val_set: Dataset | None = None,
-    device: str | torch.device = "cpu",
+    runtime: Runtime | None = None,
     resume: bool = False,
-    progress: bool = True,
     dataset_name: str | None = None,
     stop_after: int | None = None,
-    log: Callable[[str], None] = print,
-    dist_ctx: DistContext | None = None,
     time_limit: float | None = None,
-    memory_format: str = "contiguous",
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train per ``config``; writes ``last.pt`` every epoch, ``model.pt`` at the end, ``metrics.csv``/``.png``.
 
@@ -157,25 +156,23 @@ def train(
     epoch that, at the pace of the last one, would end past the limit. Either way ``last.pt`` is
     complete and ``resume=True`` continues from it (for job time limits and preemptible machines).
 
-    Under torchrun (``dist_ctx`` from :func:`advpnml.distributed.init_distributed`) the model is
+    Under torchrun (``runtime.dist``, from :func:`advpnml.runtime.start_runtime`) the model is
     wrapped in DistributedDataParallel and every global batch of ``config.batch_size`` samples is
     split across the ranks, each loss weighted by its share, so the averaged gradient is the
     one-process gradient of the same batch: W processes follow the single-process run (same batches,
     same learning rate) up to float summation order. Only rank 0 writes files and logs.
 
-    ``memory_format="auto"`` trains a conv model channels_last on CPU: a PGD-training step of the
+    ``runtime.memory_format="auto"`` trains a conv model channels_last on CPU: a PGD-training step of the
     Madry CNN (batch 50) 140 vs 171 ms, but float sums run in another order, so the trained model
-    differs slightly (the demo's worst cases: base 68 / defense 19% vs 69 / 24%). The default keeps
-    the layout every recorded result in ``results/`` was trained with.
+    differs slightly (the demo's worst cases: base 68 / defense 19% vs 69 / 24%). Without a runtime,
+    ``contiguous``: the layout every recorded result in ``results/`` was trained with.
     """
     from tqdm.auto import tqdm
 
-    ctx = dist_ctx or DistContext()
-    if not ctx.is_main:
-        log, progress = (lambda message: None), False
+    runtime = (runtime or Runtime(memory_format="contiguous")).for_rank()
+    ctx, device, log, progress = runtime.dist, runtime.device, runtime.log, runtime.progress
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
     with torch.random.fork_rng(devices=[]):  # seeded initialization without touching the caller's RNG
         torch.manual_seed(config.seed)
         model = create_model(config.arch, **(config.arch_kwargs or {}))
@@ -198,14 +195,14 @@ def train(
         log(f"resuming from {last} at epoch {start_epoch + 1}/{config.epochs}")
     model.to(device)
     x_all, y_all = _tensors(train_set)
-    use_memory_format(model, device, memory_format, example=x_all[:2])
+    use_memory_format(model, device, runtime.memory_format, example=x_all[:2])
     _optimizer_to(optimizer, device)
     trained = model
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    bounds = getattr(getattr(train_set, "info", None), "bounds", (0.0, 1.0))
+    bounds = dataset_bounds(train_set)
     n = x_all.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     use_amp = device.type == "cuda" and config.method == "fast"
@@ -289,7 +286,7 @@ def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, device: to
     x_all, y_all = _tensors(dataset)
     model = model.to(device).eval()
     step_size = max(2.5 * config.eps / steps, config.eps / 10)
-    attack = PGD(config.eps, steps, step_size, seed=config.seed, bounds=getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0)))
+    attack = PGD(config.eps, steps, step_size, seed=config.seed, bounds=dataset_bounds(dataset))
     clean = adv = 0
     for i in range(0, x_all.shape[0], batch_size):
         x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
@@ -327,11 +324,9 @@ def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    import matplotlib
+    from .plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
 from advpnml import AdversarialPnml, create_model
 from advpnml.attacks import PGD
-from advpnml.evaluation import AttackSpec, EvalSettings, evaluate
+from advpnml.config import AttackSpec, EvalSettings
+from advpnml.evaluation import evaluate
+from advpnml.runtime import QUIET
 from advpnml.models import resolve_memory_format, set_memory_format, use_memory_format
 
 
@@ -81,7 +84,7 @@ def test_evaluate_gives_the_same_records_in_either_layout(tiny_cnn, mnist5k_test
     records = {}
     for layout in ("contiguous", "channels_last"):
         model = copy.deepcopy(tiny_cnn)
-        records[layout] = evaluate(model, data, settings, progress=False, log=lambda s: None, memory_format=layout).records
+        records[layout] = evaluate(model, data, settings, runtime=replace(QUIET, memory_format=layout)).records
         assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
     strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in rs] for rs in records.values()]
     assert strip[0] == strip[1]

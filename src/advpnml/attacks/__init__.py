@@ -25,6 +25,9 @@ ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apg
 #: attacks in a cascade inside): they always see every sample, never only what ours left robust.
 REFERENCE_ATTACKS = ("autoattack",)
 
+#: Attacks that see only the model's outputs (decisions or scores), never its gradients.
+BLACK_BOX = ("hsja", "square")
+
 
 def create_attack(name: str, **params: Any) -> Attack:
     """Build attack ``name`` (a key of :data:`ATTACKS`) from keyword parameters, e.g. from a config file."""
@@ -36,5 +39,5 @@ def create_attack(name: str, **params: Any) -> Attack:
         raise ValueError(f"bad parameters for attack {name!r}: {err}") from None
 
 
-__all__ = ["APGD", "APGDT", "ATTACKS", "REFERENCE_ATTACKS", "ReferenceAutoAttack", "Attack", "FGSM", "HopSkipJump", "JointHypotheses", "LOSSES", "PGD", "Square", "Transfer",
+__all__ = ["APGD", "APGDT", "ATTACKS", "BLACK_BOX", "REFERENCE_ATTACKS", "ReferenceAutoAttack", "Attack", "FGSM", "HopSkipJump", "JointHypotheses", "LOSSES", "PGD", "Square", "Transfer",
            "attack_objective", "create_attack", "cross_entropy", "dlr", "dlr_targeted", "eval_mode", "margin", "project"]

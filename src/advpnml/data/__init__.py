@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .cifar10 import cifar10
-from .dataset import DatasetInfo, LabeledTensors
+from .dataset import DatasetInfo, LabeledTensors, dataset_bounds
 from .files import DataFileError
 from .imagenet import imagenet
 from .mnist import mnist, mnist5k
@@ -51,4 +51,4 @@ def load_dataset(
     return dataset
 
 
-__all__ = ["DATASETS", "DataFileError", "DatasetInfo", "LabeledTensors", "load_dataset", "cifar10", "imagenet", "mnist", "mnist5k", "toy2d"]
+__all__ = ["DATASETS", "DataFileError", "DatasetInfo", "LabeledTensors", "dataset_bounds", "load_dataset", "cifar10", "imagenet", "mnist", "mnist5k", "toy2d"]

@@ -18,6 +18,11 @@ class DatasetInfo:
     classes: tuple[str, ...] | None = None
 
 
+def dataset_bounds(dataset: Dataset) -> tuple[float, float] | None:
+    """The input bounds a dataset declares in its ``.info``; ``(0, 1)`` for a plain dataset without one."""
+    return getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0))
+
+
 class LabeledTensors(Dataset):
     """An in-memory dataset: inputs ``x`` (N, ...) as float32 and labels ``y`` (N,) as int64."""
 

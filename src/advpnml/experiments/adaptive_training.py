@@ -13,18 +13,17 @@ import csv
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import torch
-
-from ..config import attack_specs, load_config
+from ..config import from_preset
 from ..data import load_dataset
-from ..distributed import DistContext
-from ..evaluation import EvalSettings, evaluate
-from ..models import load_checkpoint, load_external
+from ..evaluation import evaluate
+from ..models import EXTERNAL_SOURCES, load_checkpoint, load_external
+from ..plotting import line_plot
+from ..runtime import Runtime, silent
 from ..training import TrainConfig, train
-from .plotting import line_plot
 
 COLUMNS = ("PGD", "Adaptive", "Adaptive-margin")
 
@@ -35,78 +34,74 @@ def run_adaptive_training(
     source: str | None = None,
     dataset: str = "mnist5k",
     data_dir: str | None = None,
-    lams: tuple[float, ...] = (0.01, 0.03, 0.1, 0.2),
+    refine_eps_values: tuple[float, ...] = (0.01, 0.03, 0.1, 0.2),
     finetune_epochs: int = 2,
     finetune_steps: int = 5,
-    finetune_lam: float = 0.1,
+    finetune_refine_eps: float = 0.1,
     finetune_lr: float = 1e-4,
     train_samples: int = 4000,
     n: int = 200,
     config: str = "mnist5k",
-    device: str | torch.device = "cpu",
-    log: Callable[[str], None] = print,
-    dist_ctx: DistContext | None = None,
+    runtime: Runtime | None = None,
 ) -> list[dict[str, Any]]:
-    """Train (or take) a PGD model, fine-tune it adaptively, evaluate both over ``lams``; write table and plot.
+    """Train (or take) a PGD model, fine-tune it adaptively, evaluate both at each lambda of ``refine_eps_values``;
+    write table and plot (its ``lam`` column is that lambda).
 
-    Under torchrun (``dist_ctx``) training is data-parallel and evaluation sharded; rank 0 writes.
+    Under torchrun (``runtime.dist``) training is data-parallel and evaluation sharded; rank 0 writes.
     """
-    ctx = dist_ctx or DistContext()
+    runtime = (runtime or Runtime()).for_rank()
+    log, quiet = runtime.log, replace(runtime, log=silent, memory_format="contiguous")  # the layout results/ trained in
     start = time.perf_counter()
     out = Path(out)
-    cfg = load_config(config)
+    preset = from_preset(config)
     train_set = load_dataset(dataset, "train", data_dir, n=train_samples)
     test_set = load_dataset(dataset, "test", data_dir, n=n)
     if checkpoint is None:
-        base_config = TrainConfig.from_config(cfg)
+        base_config = TrainConfig.from_preset(preset)
         log(f"[1/3] PGD-training the {config} recipe's {base_config.arch} ({base_config.epochs} epochs)")
-        train(base_config, load_dataset("mnist5k", "train"), out / "pgd", device=device, resume=True, dataset_name="mnist5k",
-              log=lambda s: None, progress=ctx.is_main, dist_ctx=ctx)
+        train(base_config, load_dataset("mnist5k", "train"), out / "pgd", runtime=quiet, resume=True, dataset_name="mnist5k")
         checkpoint, source = str(out / "pgd" / "model.pt"), None
         arch, arch_kwargs = base_config.arch, base_config.arch_kwargs
     else:
         log(f"[1/3] using {checkpoint}" + (f" (read as {source})" if source else ""))
     pgd_model = load_external(checkpoint, source) if source else load_checkpoint(checkpoint)[0]
     if source:
-        from ..models.external import EXTERNAL_SOURCES
-
         spec = EXTERNAL_SOURCES.get(source)
         arch, arch_kwargs = (spec.arch, dict(spec.kwargs)) if spec else (source, {})
     elif checkpoint != str(out / "pgd" / "model.pt"):
         meta = load_checkpoint(checkpoint)[1]
         arch, arch_kwargs = meta["arch"], meta["kwargs"]
-    eps = cfg["training"]["eps"]
+    training = preset.section("training")
+    eps = training["eps"]
     finetune = TrainConfig(
         arch=arch, arch_kwargs=arch_kwargs or None, method="pgd", epochs=finetune_epochs, adaptive_epochs=finetune_epochs,
-        batch_size=cfg["training"].get("batch_size", 50), optimizer="adam", lr=finetune_lr, weight_decay=0.0, eps=eps,
-        attack_steps=finetune_steps, attack_step_size=2.5 * eps / finetune_steps, refine_eps=finetune_lam,
+        batch_size=training.get("batch_size", 50), optimizer="adam", lr=finetune_lr, weight_decay=0.0, eps=eps,
+        attack_steps=finetune_steps, attack_step_size=2.5 * eps / finetune_steps, refine_eps=finetune_refine_eps,
         init_from=checkpoint, init_source=source,
     )
     log(f"[2/3] fine-tuning a copy for {finetune_epochs} epochs against the adaptive attack on the defended model "
-        f"(PGD-{finetune_steps} through the defense, lambda {finetune_lam}, eps {eps}) on {len(train_set)} images")
-    adaptive_model, _ = train(finetune, train_set, out / "adaptive-finetuned", device=device, resume=True, dataset_name=dataset,
-                              log=lambda s: None, progress=ctx.is_main, dist_ctx=ctx)
+        f"(PGD-{finetune_steps} through the defense, lambda {finetune_refine_eps}, eps {eps}) on {len(train_set)} images")
+    adaptive_model, _ = train(finetune, train_set, out / "adaptive-finetuned", runtime=quiet, resume=True, dataset_name=dataset)
     models = {"PGD-trained": pgd_model, "+ adaptive fine-tuning": adaptive_model}
-    specs = attack_specs(cfg, list(COLUMNS))
     rows = []
-    log(f"[3/3] evaluating both models on {len(test_set)} {dataset} test images at eps {cfg['evaluation']['eps']}, "
-        f"lambda in {list(lams)}")
+    log(f"[3/3] evaluating both models on {len(test_set)} {dataset} test images at eps {preset.eps}, "
+        f"lambda in {list(refine_eps_values)}")
     for name, model in models.items():
-        for lam in lams:
-            settings = EvalSettings(dataset, "test", len(test_set), cfg["evaluation"]["eps"], lam, specs,
-                                    batch_size=cfg["evaluation"].get("batch_size", 100), model=f"{name}:{checkpoint}")
+        for refine_eps in refine_eps_values:
+            settings = preset.eval_settings(dataset, "test", len(test_set), refine_eps=refine_eps, only=list(COLUMNS),
+                                            model=f"{name}:{checkpoint}")
             slug = "pgd" if name == "PGD-trained" else "adaptive"
-            result = evaluate(model, test_set, settings, out / "eval" / f"{slug}-lam={lam}", device, progress=False, log=lambda s: None,
-                              dist_ctx=ctx)
+            result = evaluate(model, test_set, settings, out / "eval" / f"{slug}-lam={refine_eps}",
+                              replace(runtime, log=silent, progress=False))
             table = result.accuracy()
-            row = {"model": name, "lam": lam, "base natural": table["base"]["Natural"], "base PGD": table["base"]["PGD"],
+            row = {"model": name, "lam": refine_eps, "base natural": table["base"]["Natural"], "base PGD": table["base"]["PGD"],
                    "base best": table["base"]["Best attack"], "defense natural": table["defense"]["Natural"],
                    **{f"defense {c}": table["defense"][c] for c in COLUMNS}, "defense best": table["defense"]["Best attack"]}
             rows.append(row)
-            log(f"  {name:<24} lambda {lam:<5g} base best {100 * row['base best']:5.1f}%  "
+            log(f"  {name:<24} lambda {refine_eps:<5g} base best {100 * row['base best']:5.1f}%  "
                 f"defense best {100 * row['defense best']:5.1f}% (adaptive {100 * row['defense Adaptive']:.1f}%, "
                 f"margin {100 * row['defense Adaptive-margin']:.1f}%)")
-    if ctx.is_main:
+    if runtime.is_main:
         write_adaptive_training(rows, out, len(test_set), dataset)
     log(f"done in {time.perf_counter() - start:.0f} s: {out / 'adaptive_training.md'} (and .csv, .json, .png, .pdf)")
     return rows

@@ -17,16 +17,20 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from ..distributed import DistContext
-from ..evaluation import EvalSettings, evaluate
+from ..config import EvalSettings
+from ..data import dataset_bounds
+from ..evaluation import evaluate
+from ..jobs import Run
 from ..models.layout import use_memory_format
-from .plotting import line_plot
+from ..plotting import line_plot
+from ..reporting import pct
+from ..runtime import Runtime, silent
 
 PARAMS = ("eps", "lam", "steps", "k", "hsja-eps")
 
@@ -46,6 +50,23 @@ def parse_steps(value: str) -> tuple[int, float]:
         return int(steps), float(size)
     except ValueError:
         raise ValueError(f"refinement setting {value!r} must look like STEPSxSIZE, e.g. 2x0.015") from None
+
+
+def parse_values(param: str, raw: list[Any] | None) -> list[Any]:
+    """The values of a sweep over ``param`` (from ``--values`` or the preset's ``[sweeps]``), typed and checked."""
+    if param not in PARAMS:
+        raise ValueError(f"unknown sweep parameter {param!r}; expected one of: {', '.join(PARAMS)}")
+    if not raw:
+        raise ValueError(f"no values for --param {param}: pass --values or add [sweeps] {param.replace('-', '_')} = [...] to the config")
+    values = [v.strip() if isinstance(v, str) else v for v in raw]
+    if param == "steps":
+        for v in values:
+            parse_steps(v)
+        return values
+    try:
+        return [int(v) if param == "k" else float(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--values for {param} must be numbers, got {raw}") from None
 
 
 def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
@@ -68,19 +89,17 @@ def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
 
 
 def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str, values: list[Any], out: str | os.PathLike,
-              device: str | torch.device = "cpu", reference: float | None = None, progress: bool = True,
-              log: Callable[[str], None] = print, dist_ctx: DistContext | None = None,
-              memory_format: str = "auto", paper_columns: list[str] | None = None) -> list[dict[str, Any]]:
+              runtime: Runtime | None = None, reference: float | None = None,
+              paper_columns: list[str] | None = None) -> list[dict[str, Any]]:
     """Evaluate every value of ``param``; write ``sweep_<param>.md/.csv/.json`` and ``.png/.pdf`` into ``out``.
 
     ``paper_columns``: the paper's attacks among ``base.attacks``; when the run holds more (a strong
     suite), each row also gets ``<model>/Paper attacks``, the per-sample worst case over the paper's
     attacks alone, and the figure shows it beside the worst case over everything.
-    Under torchrun (``dist_ctx``) each point's samples are sharded over the ranks; rank 0 writes.
+    Under torchrun (``runtime.dist``) each point's samples are sharded over the ranks; rank 0 writes.
     """
-    ctx = dist_ctx or DistContext()
-    if not ctx.is_main:
-        log, progress = (lambda message: None), False
+    runtime = (runtime or Runtime()).for_rank()
+    log, device = runtime.log, runtime.device
     if param not in PARAMS:
         raise ValueError(f"unknown sweep parameter {param!r}; expected one of: {', '.join(PARAMS)}")
     if param == "hsja-eps":
@@ -90,15 +109,16 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
     out = Path(out)
     model = model.to(device).eval()
     # resolved (and tried) once here; every point's evaluate then takes the layout as given
-    memory_format = use_memory_format(model, device, memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
+    memory_format = use_memory_format(model, device, runtime.memory_format,
+                                      example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
+    point_runtime = replace(runtime, memory_format=memory_format, log=silent)
     _warm_up(model, dataset, device)
     rows = []
     for value in values:
         settings = point_settings(base, param, value)
         log(f"{param} = {value}: {len(dataset)} samples, attacks {', '.join(s.column for s in settings.attacks)}")
         start = time.perf_counter()
-        result = evaluate(model, dataset, settings, out / f"{param}={value}", device, progress=progress, log=lambda s: None,
-                          dist_ctx=ctx, memory_format=memory_format)
+        result = evaluate(model, dataset, settings, out / f"{param}={value}", point_runtime)
         table = result.accuracy()
         row = {"value": value, "seconds": time.perf_counter() - start}
         for model_row, accs in table.items():
@@ -111,10 +131,29 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
             row["defense_inference_s_per_sample"] = result.timings["defense/Natural"] / max(len(dataset), 1)
             row["base_inference_s_per_sample"] = result.timings["base/Natural"] / max(len(dataset), 1)
         rows.append(row)
-        log(f"  base best {_pct(row.get('base/Best attack'))}, defense best {_pct(row.get('defense/Best attack'))} "
+        log(f"  base best {pct(row.get('base/Best attack'))}, defense best {pct(row.get('defense/Best attack'))} "
             f"({row['seconds']:.0f} s)")
-    if ctx.is_main:
+    if runtime.is_main:
         write_sweep(rows, param, out, reference, n=len(dataset))
+    return rows
+
+
+def sweep_run(run: Run, param: str, values: list[Any], out: str | os.PathLike, runtime: Runtime, protocol: str = "strict",
+              keep_hsja: bool = False) -> list[dict[str, Any]]:
+    """``reproduce sweep``: :func:`run_sweep` over ``run`` (from :func:`advpnml.jobs.load_run`), the paper's setting
+    marked, the per-sample worst case over the paper's columns beside the one over everything. HSJA has its own
+    sweep (``hsja-eps``, Fig. 6): other sweeps drop it unless ``keep_hsja`` (the caller named it)."""
+    settings = run.settings
+    if param != "hsja-eps" and not keep_hsja:
+        settings = replace(settings, attacks=[s for s in settings.attacks if s.attack != "hsja"])
+    reference = {"eps": settings.eps, "hsja-eps": settings.eps, "lam": settings.refine_eps}.get(param)
+    paper = {s.column for s in run.preset.attacks(None, "paper", protocol)}
+    out = Path(out)
+    runtime = runtime.for_rank()
+    runtime.log(f"sweep over {param} = {values} on {settings.dataset} ({len(run.dataset)} samples{runtime.processes}) -> {out}")
+    rows = run_sweep(run.model, run.dataset, settings, param, values, out, runtime, reference,
+                     paper_columns=[s.column for s in settings.attacks if s.column in paper])
+    runtime.log(f"wrote {out / ('sweep_' + param)}.md/.csv/.json/.png/.pdf")
     return rows
 
 
@@ -123,13 +162,8 @@ def _warm_up(model: nn.Module, dataset: Dataset, device: str | torch.device) -> 
     from ..defense import AdversarialPnml
 
     x = torch.stack([dataset[i][0] for i in range(min(len(dataset), 4))]).to(device)
-    bounds = getattr(getattr(dataset, "info", None), "bounds", (0.0, 1.0))
     with torch.no_grad():
-        AdversarialPnml(model.to(device).eval(), 0.01, bounds=bounds)(x)
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+        AdversarialPnml(model.to(device).eval(), 0.01, bounds=dataset_bounds(dataset))(x)
 
 
 def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: float | None = None, n: int | None = None) -> dict[str, Path]:
@@ -146,7 +180,7 @@ def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: fl
     md = [f"# Sweep over {param} ({n} samples)", "", "| " + param + " | " + " | ".join(columns) + " |",
           "|---|" + "---|" * len(columns)]
     for r in rows:
-        md.append(f"| {r['value']} | " + " | ".join(_pct(r.get(c)) for c in columns) + " |")
+        md.append(f"| {r['value']} | " + " | ".join(pct(r.get(c)) for c in columns) + " |")
     if any("defense_inference_s_per_sample" in r for r in rows):
         md += ["", "| " + param + " | defense ms / sample | base ms / sample |", "|---|---|---|"]
         md += [f"| {r['value']} | {1e3 * r['defense_inference_s_per_sample']:.2f} | {1e3 * r['base_inference_s_per_sample']:.2f} |"

@@ -15,18 +15,20 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import apply_overrides, attack_specs, load_config
+from ..config import from_preset
 from ..data import load_dataset
 from ..defense import AdversarialPnml
-from ..evaluation import EvalSettings, build_attack, evaluate
-from ..reporting import markdown_table, write_report
+from ..evaluation import build_attack
+from ..jobs import evaluate_and_report, load_run
+from ..plotting import pyplot, save_figure
+from ..reporting import markdown_table
+from ..runtime import Runtime
 from ..training import TrainConfig, train
-from .plotting import save_figure
 
 
 def select_mechanisms(model: nn.Module, defense: AdversarialPnml, x: torch.Tensor, y: torch.Tensor,
@@ -76,11 +78,7 @@ def select_mechanisms(model: nn.Module, defense: AdversarialPnml, x: torch.Tenso
 
 def plot_mechanisms(model: nn.Module, mechanisms: dict[str, dict[str, Any]], path_stem: Path, extent: float = 3.0) -> list[Path]:
     """Fig. 1: the label-0 probability as a heat map, one panel per mechanism, with x, x_adv and the refinements."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     grid = torch.linspace(-extent, extent, 301)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     with torch.no_grad():
@@ -112,36 +110,33 @@ def plot_mechanisms(model: nn.Module, mechanisms: dict[str, dict[str, Any]], pat
 
 
 def run_toy(out: str | os.PathLike = "runs/toy", config: str = "toy2d", overrides: list[str] | None = None,
-            device: str | torch.device = "cpu", seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the toy model (or reuse it), evaluate base vs defense, write the table and the figure."""
+            runtime: Runtime | None = None, seed: int = 0) -> dict[str, Any]:
+    """Train the toy model (or reuse it), evaluate and report base vs defense (checks included), draw the figure."""
     start = time.perf_counter()
+    runtime = runtime or Runtime()
+    log, device = runtime.log, runtime.device
     out = Path(out)
-    cfg = apply_overrides(load_config(config), overrides or [])
+    preset = from_preset(config, overrides)
     train_set = load_dataset("toy2d", "train")
-    test_set = load_dataset("toy2d", "test", n=cfg["evaluation"].get("n"))
-    train_config = TrainConfig.from_config(cfg, seed=seed)
+    train_config = TrainConfig.from_preset(preset, seed=seed)
     log(f"[1/3] training a 4-layer MLP with PGD ({train_config.attack_steps} steps of {train_config.attack_step_size} "
         f"at eps {train_config.eps}) on {len(train_set)} toy points")
-    model, _ = train(train_config, train_set, out / "model", device=device, resume=True, progress=False, dataset_name="toy2d",
-                     log=lambda s: None)
-    model.eval()
-    lam, eps = cfg["defense"]["refine_eps"], cfg["evaluation"]["eps"]
-    settings = EvalSettings("toy2d", "test", len(test_set), eps, lam, attack_specs(cfg), batch_size=cfg["evaluation"]["batch_size"],
-                            seed=seed, model=str(out / "model" / "model.pt"))
-    log(f"[2/3] evaluating on {len(test_set)} test points: adversarial at eps {eps}, defense lambda {lam}")
-    result = evaluate(model, test_set, settings, out / "eval", device, resume=False, progress=False, log=lambda s: None)
-    paths = write_report(result, out / "eval")
-    defense = AdversarialPnml(model, lam, bounds=None).eval()
+    model, _ = train(train_config, train_set, out / "model", val_set=None, runtime=runtime.quiet(), resume=True, dataset_name="toy2d")
+    run = load_run(preset, str(out / "model" / "model.pt"), dataset="toy2d", seed=seed)
+    settings, test_set = run.settings, run.dataset
+    log(f"[2/3] evaluating on {len(test_set)} test points: adversarial at eps {settings.eps}, defense lambda {settings.refine_eps}")
+    result = evaluate_and_report(run, out / "eval", runtime.quiet(), resume=False)
+    model = run.model.to(device).eval()
+    defense = AdversarialPnml.from_spec(model, settings.defense, bounds=None).eval()
     transfer = next(s for s in settings.attacks if s.defense == "transfer")
     x, y = test_set.x.to(device), test_set.y.to(device)
-    x_adv = build_attack(transfer, eps, None, seed)(model, x, y)
+    x_adv = build_attack(transfer, settings.eps, None, seed)(model, x, y)
     mechanisms = select_mechanisms(model, defense, x, y, x_adv)
     log(f"[3/3] figure: {', '.join(mechanisms) or 'no mechanism sample found'}")
     figures = plot_mechanisms(model, mechanisms, out / "toy_mechanisms")
+    tables = {suffix: out / "eval" / f"results.{suffix}" for suffix in ("md", "csv", "json", "png")}
     summary = {"accuracy": result.accuracy(), "mechanisms": mechanisms, "seconds": time.perf_counter() - start,
-               "figures": [str(p) for p in figures], "tables": {k: str(v) for k, v in paths.items()}}
+               "figures": [str(p) for p in figures], "tables": {k: str(v) for k, v in tables.items()}}
     (out / "toy.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log("")
-    log(markdown_table(result))
-    log(f"\n{summary['seconds']:.0f} s. Figure: {figures[0]} (and .pdf); table: {paths['md']}")
+    log(f"\n{markdown_table(result)}\n\n{summary['seconds']:.0f} s. Figure: {figures[0]} (and .pdf); table: {tables['md']}")
     return summary

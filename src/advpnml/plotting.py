@@ -5,6 +5,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig: Any, path_stem: Path) -> list[Path]:
     """Save ``fig`` as ``path_stem.png`` and ``.pdf``, close it, return both paths."""
     import matplotlib.pyplot as plt
@@ -22,12 +32,7 @@ def line_plot(x: Sequence[Any], series: dict[str, Sequence[float | None]], path_
               scale: float = 100.0) -> list[Path]:
     """One line per series (``None`` values skipped, values times ``scale``: fractions to percent by default);
     ``marker_x`` draws the paper's dotted reference line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     positions = list(range(len(x))) if categorical else list(x)
     styles = ["o-", "s--", "^-", "v--", "D-", "x--"]
     for (name, values), style in zip(series.items(), styles * 3):

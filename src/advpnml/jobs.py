@@ -1,0 +1,184 @@
+"""The jobs every entry point runs: set up a run, evaluate and report it honestly, compare protocols, predict.
+
+The command line, ``advpnml demo`` and the toy experiment call these; none of them repeats the
+evaluate -> gradient-masking checks -> report sequence, so every table the project prints carries the
+same checks. The walk from ``--lam`` to the refinement: :mod:`advpnml.cli` (the flag) -> :func:`load_run`
+(into :class:`~advpnml.config.EvalSettings` through :meth:`Preset.eval_settings
+<advpnml.config.Preset.eval_settings>`) -> :mod:`advpnml.evaluation` ->
+:meth:`AdversarialPnml.from_spec <advpnml.defense.AdversarialPnml.from_spec>`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from .config import PROTOCOLS, DefenseSpec, EvalSettings, Preset
+from .data import load_dataset
+from .defense import AdversarialPnml
+from .evaluation import build_attack, evaluate
+from .models import CheckpointError, default_checkpoint, load_checkpoint, load_external, use_memory_format
+from .protocols import write_comparison
+from .records import EvalResult
+from .reporting import markdown_table, summary_table, write_report
+from .runtime import Runtime
+
+
+def load_model(checkpoint: str | None, source: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """An advpnml checkpoint, or (with ``source``) an external file read as that source; the model and its metadata.
+
+    A source whose package ships its weights (``autoattack_resnet18``) needs no ``checkpoint``."""
+    if source:
+        checkpoint = checkpoint or str(default_checkpoint(source))
+        return load_external(checkpoint, source), {"arch": source, "source": checkpoint}
+    if checkpoint is None:
+        raise CheckpointError("--checkpoint is required (or --source autoattack_resnet18, whose package ships its file)")
+    return load_checkpoint(checkpoint)
+
+
+@dataclass
+class Run:
+    """An evaluation set up and checked, not yet run: the preset it came from, the model, the data and the settings."""
+
+    preset: Preset
+    model: nn.Module
+    dataset: Dataset
+    settings: EvalSettings
+
+
+def load_run(preset: Preset, checkpoint: str | None, source: str | None = None, *, dataset: str | None = None,
+             split: str = "test", data_dir: str | None = None, download: bool = False, n: int | None = None,
+             **settings: Any) -> Run:
+    """Model, data and settings of one evaluation: the preset's values unless given here.
+
+    ``settings``: the keyword arguments of :meth:`Preset.eval_settings <advpnml.config.Preset.eval_settings>`
+    (``eps``, ``refine_eps``, ``defended``, ``only``, ``suite``, ``protocol``, ``batch_size``, ``seed``,
+    ``cascade``). Every attack is built once here, so a bad parameter fails before any attack runs.
+    """
+    model, meta = load_model(checkpoint, source)
+    name = dataset or preset.dataset or meta.get("dataset")
+    if name is None:
+        raise ValueError("no dataset: pass --data (the config and the checkpoint name none)")
+    data = load_dataset(name, split, data_dir, download, n if n is not None else preset.n)
+    run_settings = preset.eval_settings(name, split, len(data), model=str(checkpoint), **settings)
+    for spec in run_settings.attacks:
+        build_attack(spec, run_settings.eps, data.info.bounds, run_settings.seed)
+    return Run(preset, model, data, run_settings)
+
+
+def evaluate_and_report(run: Run, out: str | Path, runtime: Runtime, resume: bool = True, checks: int = 50) -> EvalResult | None:
+    """Evaluate ``run`` (resumable in ``out``), run the gradient-masking checks on its first ``checks`` samples,
+    write ``results.md/.csv/.json/.png`` with the paper's numbers where they apply, and log the tables.
+
+    Returns the result on rank 0, None on the other ranks of a torchrun job."""
+    runtime = runtime.for_rank()
+    model, dataset, settings = run.model, run.dataset, run.settings
+    out = Path(out)
+    runtime.log(f"evaluating {settings.model} on {settings.dataset} {settings.split} ({len(dataset)} samples{runtime.processes}), "
+                f"eps={settings.eps:g}, "
+                f"lambda={settings.refine_eps}{', cascade' if settings.cascade else ''} -> {out}")
+    for spec in settings.attacks:
+        runtime.log(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
+    result = evaluate(model, dataset, settings, out, runtime, resume=resume)
+    if not runtime.is_main:
+        return None
+    found = []
+    if checks > 0:
+        from .masking import masking_checks
+
+        head = [dataset[i] for i in range(min(checks, len(dataset)))]
+        x = torch.stack([h[0] for h in head]).to(runtime.device)
+        y = torch.as_tensor([int(h[1]) for h in head]).to(runtime.device)
+        runtime.log(f"\ngradient-masking checks on {len(y)} samples:")
+        found = masking_checks(model.to(runtime.device), x, y, settings.eps, settings.defense, result, dataset.info.bounds,
+                               log=runtime.log)
+    paper = run.preset.paper_numbers(settings.dataset, settings.eps)
+    paths = write_report(result, out, paper=paper, checks=found)
+    runtime.log(f"\n{markdown_table(result, paper)}\n\n{summary_table(result)}\n\nwrote {', '.join(str(p) for p in paths.values())}")
+    return result
+
+
+def evaluate_protocols(load: Callable[[str], Run], out: str | Path, runtime: Runtime, resume: bool = True,
+                       checks: int = 50) -> Path | None:
+    """The same model under every protocol (:data:`advpnml.config.PROTOCOLS`), each in ``out/<protocol>``, and
+    ``out/protocols.md``: Table 1's cells side by side with what moves each. ``load(protocol)`` sets a run up;
+    all are set up before any runs, so a bad argument fails in seconds."""
+    runs = {protocol: load(protocol) for protocol in PROTOCOLS}
+    if any(run.settings.cascade for run in runs.values()):
+        raise ValueError("--protocol both compares single columns: drop --cascade (it makes columns cumulative)")
+    results = {}
+    for protocol, run in runs.items():
+        runtime.for_rank().log(f"\n== protocol {protocol} ==")
+        results[protocol] = evaluate_and_report(run, Path(out) / protocol, runtime, resume, checks)
+    if not runtime.is_main:
+        return None
+    path = write_comparison(results, runs["strict"].preset.data, Path(out))
+    runtime.log("\n" + path.read_text() + f"\nwrote {path}")
+    return path
+
+
+def predict(model: nn.Module, dataset: Dataset, defense: DefenseSpec, runtime: Runtime, batch_size: int = 100) -> dict[str, Any]:
+    """Clean accuracy of the model and of its defense on ``dataset``, with a progress bar; returns counts and time."""
+    from tqdm.auto import tqdm
+
+    model = model.to(runtime.device).eval()
+    use_memory_format(model, runtime.device, runtime.memory_format, example=dataset[0][0].unsqueeze(0))
+    defended = AdversarialPnml.from_spec(model, defense, dataset.info.bounds).eval()
+    correct, seen, start = {"base": 0, "defense": 0}, 0, time.perf_counter()
+    with tqdm(total=len(dataset), desc="predict", unit="img", disable=not runtime.progress) as bar:
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            x, y = x.to(runtime.device), y.to(runtime.device)
+            with torch.no_grad():
+                correct["base"] += int((model(x).argmax(1) == y).sum())
+                correct["defense"] += int((defended(x).argmax(1) == y).sum())
+            seen += len(y)
+            bar.update(len(y))
+            bar.set_postfix(base=f"{correct['base'] / seen:.3f}", defense=f"{correct['defense'] / seen:.3f}")
+    return {"samples": seen, "base": correct["base"] / seen, "defense": correct["defense"] / seen,
+            "seconds": time.perf_counter() - start}
+
+
+def describe(data_dir: str | None = None) -> str:
+    """What this installation has: versions, device, architectures, sources, presets and which datasets are found."""
+    from . import __version__
+    from .data import DATASETS, DataFileError
+    from .models import EXTERNAL_SOURCES, list_models
+    from .config import list_configs
+
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    lines = [f"advpnml {__version__}  torch {torch.__version__}  python {sys.version.split()[0]}",
+             f"device: {device}, {torch.get_num_threads()} CPU threads", f"architectures: {', '.join(list_models())}",
+             f"external checkpoint sources: {', '.join(EXTERNAL_SOURCES)}", f"configs: {', '.join(list_configs())}", "datasets:"]
+    for name in DATASETS:
+        try:
+            status = f"found ({len(load_dataset(name, 'val' if name == 'imagenet' else 'test', data_dir=data_dir))} test samples)"
+        except (DataFileError, ImportError, ValueError) as err:
+            status = f"not available: {str(err).splitlines()[0]}"
+        lines.append(f"  {name:<9} {status}")
+    return "\n".join(lines)
+
+
+def detect(run: Run, out: str | Path | None, runtime: Runtime, steps: int = 40, beta: float = 1.0, batch_size: int = 100) -> Path:
+    """The pNML regret as a detector of ``run``'s model's adversarial inputs (:func:`advpnml.detection.run_detection`),
+    written to ``out`` (default ``runs/detect-<dataset>``)."""
+    from .detection import run_detection
+
+    settings, dataset = run.settings, run.dataset
+    out = Path(out or f"runs/detect-{settings.dataset}")
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(runtime.device)
+    y = torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))]).to(runtime.device)
+    runtime.log(f"regret detector on {settings.dataset} ({len(y)} samples), lambda {settings.refine_eps}, eps {settings.eps}, "
+                f"attacks of {steps} steps -> {out}")
+    model = run.model.to(runtime.device).eval()
+    use_memory_format(model, runtime.device, runtime.memory_format, example=x)
+    run_detection(model, x, y, settings.defense, settings.eps, out, steps=steps, beta=beta, bounds=dataset.info.bounds,
+                  batch_size=batch_size, log=runtime.log)
+    runtime.log((out / "detect.md").read_text() + f"wrote {out / 'detect.md'}, {out / 'detect.json'}, {out / 'detect_roc.png'} (and .pdf)")
+    return out / "detect.md"
