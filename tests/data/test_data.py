@@ -86,3 +86,33 @@ def test_shared_full_mnist_and_cifar10(shared_data):
     assert mnist.x.mean().item() == pytest.approx(0.1325, abs=0.002)
     cifar = load_dataset("cifar10", "test", data_dir=shared_data / "cifar10")
     assert len(cifar) == 10000 and torch.bincount(cifar.y).tolist() == [1000] * 10
+
+
+class _Payload:
+    """A pickle that runs code when loaded: it creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar10_batch_is_refused_unrun(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f)
+    with pytest.raises(DataFileError, match="refused unread"):
+        load_dataset("cifar10", "test", tmp_path)
+    assert not marker.exists(), "the payload ran"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((2, 5), dtype=np.uint8), "labels": [0, 1]}, f)
+    with pytest.raises(DataFileError, match=r"expected \(N, 3072\)"):
+        load_dataset("cifar10", "test", tmp_path)
+    (folder / "test_batch").write_bytes(b"\x80\x04not a pickle")
+    with pytest.raises(DataFileError, match="not a readable CIFAR-10 batch"):
+        load_dataset("cifar10", "test", tmp_path)

@@ -19,13 +19,38 @@ _BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("te
 _SUBDIRS = ("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "")
 
 
+#: What a CIFAR-10 batch pickle may name: numpy's array reconstruction and nothing else (plain dicts, lists,
+#: strings and bytes need no global). Anything else in the file is refused before it can run.
+_ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` restricted to :data:`_ALLOWED_GLOBALS`: a crafted batch file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise DataFileError(f"{self.path} is not a CIFAR-10 batch: it names {module}.{name}, which a batch never does "
+                                "(refused unread)")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
         # The CIFAR-10 batches are pickled dicts of numpy arrays, the format the dataset is published in.
-        batch = pickle.load(f, encoding="latin1")
+        unpickler = _BatchUnpickler(f, encoding="latin1")
+        unpickler.path = path
+        try:
+            batch = unpickler.load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+            raise DataFileError(f"{path} is not a readable CIFAR-10 batch: {err}") from None
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise DataFileError(f"{path} is not a CIFAR-10 batch (expected a dict with 'data' and 'labels')")
-    return np.asarray(batch["data"], dtype=np.uint8), np.asarray(batch["labels"], dtype=np.int64)
+    data, labels = np.asarray(batch["data"], dtype=np.uint8), np.asarray(batch["labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
+        raise DataFileError(f"{path} is not a CIFAR-10 batch: data {data.shape}, labels {labels.shape} "
+                            "(expected (N, 3072) and (N,))")
+    return data, labels
 
 
 def cifar10(split: str = "test", data_dir: str | os.PathLike | None = None, download: bool = False) -> LabeledTensors:
