@@ -45,3 +45,57 @@ def test_bad_inputs(tiny_cnn, x, message):
 def test_not_a_module():
     with pytest.raises(ValueError, match="must be a torch.nn.Module"):
         AdversarialPnml(lambda x: x, 0.1)
+
+
+def test_an_empty_batch_gives_zero_rows_and_leaves_the_defense_usable(tiny_cnn):
+    defense = AdversarialPnml(tiny_cnn, 0.1)
+    out = defense.hypotheses(torch.rand(0, 1, 28, 28))
+    assert out.log_q.shape == (0, 10) and out.regret.shape == (0,)
+    assert defense(torch.rand(3, 1, 28, 28)).shape == (3, 10), "the empty batch must not poison the size cache"
+    assert AdversarialPnml(tiny_cnn, 0.1, top_k=3).hypotheses(torch.rand(0, 1, 28, 28)).labels.shape == (0, 3)
+
+
+class _Returns(torch.nn.Module):
+    def __init__(self, what):
+        super().__init__()
+        self.what, self.linear = what, torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        logits = self.linear(x.flatten(1))
+        return {"tuple": (logits,), "int": logits.long(), "nan": logits * float("nan")}[self.what]
+
+
+@pytest.mark.parametrize("what, message", [("tuple", "got tuple"), ("int", "torch.int64 tensor"), ("nan", "NaN or inf logits")])
+def test_a_model_that_does_not_return_finite_float_logits_is_one_line(what, message):
+    with pytest.raises(ValueError, match=message):
+        AdversarialPnml(_Returns(what), 0.1)(torch.rand(2, 1, 2, 2))
+
+
+def test_wrong_dtype_and_shape_are_one_line(tiny_cnn, tiny_mlp):
+    with pytest.raises(ValueError, match="dtype torch.float64 but the model's parameters are torch.float32"):
+        AdversarialPnml(tiny_cnn, 0.1)(torch.rand(2, 1, 28, 28, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"cannot take inputs of shape \(2, 28, 28\)"):
+        AdversarialPnml(tiny_cnn, 0.1)(torch.rand(2, 28, 28))
+
+
+class _Trap(torch.nn.Module):
+    """Labels 0 and 1 lead on x0 = 0.5; any refined input (moved by lambda) hands label 2 a lead of ~3e4."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        lead = 3e4 * ((flat - 0.5) ** 2).sum(1, keepdim=True) / 0.25
+        return torch.cat([self.linear(flat) + torch.tensor([2.0, 1.0]), lead, torch.zeros(len(x), 1)], 1)
+
+
+def test_top_k_never_lets_an_excluded_label_win_whatever_the_logit_scale():
+    torch.manual_seed(0)
+    out = AdversarialPnml(_Trap(), 0.5, top_k=2, bounds=None).hypotheses(torch.full((3, 1, 2, 2), 0.5))
+    assert set(out.labels.flatten().tolist()) <= {0, 1}
+    assert (out.log_p[:, :2] < -1e4).all(), "the trap sprang: both refined labels lost by more than the mask"
+    assert (out.log_q <= 0).all() and set(out.log_q.argmax(1).tolist()) <= {0, 1}
+    # float32 at logits of 3e4 keeps ~3 digits: q still sums to 1 within that
+    torch.testing.assert_close(out.log_q.exp().sum(1), torch.ones(3), atol=1e-2, rtol=0)

@@ -152,26 +152,48 @@ class AdversarialPnml(nn.Module):
         """Refine ``x`` toward every hypothesis and return log q, log p_i, the regret and the labels."""
         if self.check_inputs:
             check_inputs(x, self.bounds)
+            self._check_dtype(x)
+        if x.shape[0] == 0:
+            return self._empty_output(x)
         shared = None
         if self.gradient_mode == "shared":
             # The one forward of x: its graph gives the first step's H gradients, its logits the top-k.
             x_leaf = x.detach().requires_grad_(True)
             with torch.enable_grad(), frozen_parameters(self.model):
-                shared = (x_leaf, self._checked_logits(self.model(x_leaf)))
+                shared = (x_leaf, self._checked_logits(self._first_forward(x_leaf)))
         labels = self._hypothesis_labels(x, None if shared is None else shared[1])
         n, h = labels.shape
         with frozen_parameters(self.model):  # the refinement needs input gradients only
             refined = self.refine(x, labels, _shared=shared)
-        logits = self._chunked_forward(refined.reshape(n * h, *x.shape[1:]))
+        logits = self._checked_logits(self._chunked_forward(refined.reshape(n * h, *x.shape[1:])))
+        if self.check_inputs and not bool(torch.isfinite(logits.detach()).all()):
+            raise ValueError("the model returned NaN or inf logits on the refined inputs; the defense's output would be NaN")
         num_classes = logits.shape[-1]
         log_p_own = F.log_softmax(logits.view(n, h, num_classes), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        if h == num_classes and self.top_k is None:
-            log_p = log_p_own
-        else:
-            log_p = torch.full((n, num_classes), EXCLUDED_LOG_PROB, dtype=log_p_own.dtype, device=x.device)
-            log_p = log_p.scatter(1, labels, log_p_own)
         regret = torch.logsumexp(log_p_own, dim=1)
-        return PnmlOutput(log_q=log_p - regret.unsqueeze(1), log_p=log_p, regret=regret, labels=labels)
+        if h == num_classes and self.top_k is None:
+            return PnmlOutput(log_q=log_p_own - regret.unsqueeze(1), log_p=log_p_own, regret=regret, labels=labels)
+        # Excluded labels are masked after normalizing over the refined ones: the refined labels' log q are <= 0 with
+        # a maximum >= -log H, so an excluded label can never win, whatever the logits' scale.
+        excluded = torch.full((n, num_classes), EXCLUDED_LOG_PROB, dtype=log_p_own.dtype, device=x.device)
+        return PnmlOutput(log_q=excluded.scatter(1, labels, log_p_own - regret.unsqueeze(1)),
+                          log_p=excluded.scatter(1, labels, log_p_own), regret=regret, labels=labels)
+
+    def _empty_output(self, x: torch.Tensor) -> PnmlOutput:
+        """The (0, C) output of an empty batch (C from the model, on the empty batch itself if it is not known yet)."""
+        if self.num_classes is None:
+            with torch.no_grad():
+                self.num_classes = self._checked_logits(self.model(x)).shape[1]
+        empty = x.new_zeros((0, self.num_classes))
+        h = self.num_classes if self.top_k is None else self.top_k
+        return PnmlOutput(log_q=empty, log_p=empty, regret=x.new_zeros(0), labels=torch.zeros(0, h, dtype=torch.long, device=x.device))
+
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        """Inputs in the model's floating dtype: a float64 or half batch to a float32 model is a one-line error."""
+        param = next((p for p in self.model.parameters() if p.is_floating_point()), None)
+        if param is not None and param.dtype != x.dtype:
+            raise ValueError(f"x has dtype {x.dtype} but the model's parameters are {param.dtype}; convert one of them "
+                             f"(e.g. x.to({param.dtype}))")
 
     def refine(self, x: torch.Tensor, labels: torch.Tensor, _shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Eq. 9 for every (sample, hypothesis) pair: returns refined inputs of shape (N, H, ...).
@@ -282,10 +304,22 @@ class AdversarialPnml(nn.Module):
 
     def _logits_without_grad(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self._checked_logits(self.model(x))
+            return self._checked_logits(self._first_forward(x))
+
+    def _first_forward(self, x: torch.Tensor):
+        """The model on the unrefined batch; a shape the model cannot take is a one-line error naming it."""
+        try:
+            return self.model(x)
+        except RuntimeError as err:
+            if "shape" not in str(err) and "size" not in str(err) and "dimension" not in str(err) and "Expected" not in str(err):
+                raise
+            raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape)}: {str(err).splitlines()[0]}") from None
 
     @staticmethod
     def _checked_logits(logits: torch.Tensor) -> torch.Tensor:
+        if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+            kind = type(logits).__name__ if not isinstance(logits, torch.Tensor) else f"a {logits.dtype} tensor"
+            raise ValueError(f"model must return floating logits of shape (N, C), got {kind}")
         if logits.dim() != 2:
             raise ValueError(f"model must return logits of shape (N, C), got shape {tuple(logits.shape)}")
         return logits
@@ -307,7 +341,7 @@ def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     finally:
         for handle in handles:
             handle.remove()
-    return 3 * total[0]
+    return max(1, 3 * total[0])
 
 
 def _default_memory_budget(device: torch.device) -> int:
