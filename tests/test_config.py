@@ -63,3 +63,26 @@ def test_image_presets_share_one_suite_and_the_paper_numbers_stay_with_their_dat
     assert mnist5k.paper_numbers("mnist5k", 0.3) is None and mnist.paper_numbers("mnist", 0.2) is None
     assert [s.params for s in mnist5k.attacks()][1] == {"steps": 40, "step_size": 0.01, "restarts": 2, "early_stop": True}
     assert mnist5k.defense(0.2).refine_eps == 0.2 and mnist5k.defense().refine_eps == 0.1
+
+
+@pytest.mark.parametrize("text, message", [
+    ('extends = "mnist5k"\n[defense]\nrefine_epss = 0.1\n', "unknown key 'refine_epss'; expected one of: refine_eps"),
+    ('extends = "mnist5k"\n[evaluation]\neps = "0.3"\n', "eps must be a number, got '0.3'"),
+    ('extends = "mnist5k"\n[evaluation]\nbatch_size = 0\n', "batch_size must be a positive whole number"),
+    ('extends = "mnist5k"\n[[evaluation.attacks]]\ncolumn = "X"\nattack = "fgsm"\nbasee = true\n', "unknown key 'basee'"),
+    ('extends = "mnist5k"\nsweep = 1\n', "unknown key 'sweep'"),
+])
+def test_a_config_typo_or_wrong_type_is_refused_by_name(tmp_path, text, message):
+    (tmp_path / "typo.toml").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        from_preset(tmp_path / "typo.toml")
+
+
+def test_a_set_typo_is_refused_and_every_builtin_preset_checks():
+    from advpnml.config import list_configs
+
+    for name in list_configs():
+        from_preset(name)
+    with pytest.raises(ValueError, match="unknown key 'refine_epss'"):
+        from_preset("mnist5k", ["defense.refine_epss=0.2"])
+    assert from_preset("mnist5k", ["defense.refine_eps=0.2"]).defense().refine_eps == 0.2

@@ -159,7 +159,59 @@ def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -
     evaluation = config.get("evaluation", {})
     if evaluation.get("strong") and "autoattack" not in evaluation:
         evaluation["autoattack"] = [copy.deepcopy(REFERENCE_AUTOATTACK)]
+    if not _chain:  # the finished preset (a base alone may lack what its children add)
+        check_config(config, str(name_or_path))
     return config
+
+
+_NUMBER, _COUNT, _TEXT, _FLAG, _LIST, _TABLE = "a number", "a positive whole number", "a string", "true or false", "a list", "a table"
+
+#: What each section may hold and of which type; ``[model]`` (architecture keyword arguments) and ``[training]``
+#: (checked by :class:`advpnml.training.TrainConfig`) are checked where they are used.
+_SCHEMA: dict[str, dict[str, str]] = {
+    "": {"dataset": _TEXT, "model": _TABLE, "defense": _TABLE, "training": _TABLE, "evaluation": _TABLE,
+         "protocols": _TABLE, "paper": _TABLE, "sweeps": _TABLE},
+    "defense": {"refine_eps": _NUMBER, "refine_steps": _COUNT, "top_k": _COUNT},
+    "evaluation": {"eps": _NUMBER, "batch_size": _COUNT, "n": _COUNT, "attacks": _LIST, "strong": _LIST, "autoattack": _LIST},
+    "attack": {"column": _TEXT, "attack": _TEXT, "params": _TABLE, "base": _FLAG, "defense": _TEXT, "note": _TEXT, "table1": _TEXT},
+    "protocol": {"bpda": _TEXT, "bpda_note": _TEXT, "attacks": _LIST},
+    "paper": {"dataset": _TEXT, "base": _TABLE, "defense": _TABLE},
+    "sweeps": {"eps": _LIST, "lam": _LIST, "steps": _LIST, "k": _LIST, "hsja_eps": _LIST},
+}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _COUNT:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, {_TEXT: str, _FLAG: bool, _LIST: list, _TABLE: dict}[kind])
+
+
+def _check_table(table: dict[str, Any], schema: str, where: str) -> None:
+    known = _SCHEMA[schema]
+    for key, value in table.items():
+        if key not in known:
+            raise ValueError(f"{where}: unknown key {key!r}; expected one of: {', '.join(known)}")
+        if not _type_ok(value, known[key]):
+            raise ValueError(f"{where}: {key} must be {known[key]}, got {value!r}")
+
+
+def check_config(config: dict[str, Any], source: str = "config") -> None:
+    """Refuse a preset with an unknown key or a value of the wrong type, naming the key and what is allowed
+    (a typo such as ``refine_epss`` would otherwise change the experiment silently)."""
+    _check_table(config, "", source)
+    for name in ("defense", "evaluation", "paper", "sweeps"):
+        _check_table(config.get(name, {}), name, f"{source} [{name}]")
+    tables = [(f"evaluation.{t}", config.get("evaluation", {}).get(t, [])) for t in ("attacks", "strong", "autoattack")]
+    for protocol, section in config.get("protocols", {}).items():
+        _check_table(section, "protocol", f"{source} [protocols.{protocol}]")
+        tables.append((f"protocols.{protocol}.attacks", section.get("attacks", [])))
+    for name, entries in tables:
+        for entry in entries:
+            _check_table(entry, "attack", f"{source} [[{name}]] {entry.get('column', '?')!r}")
+            if "column" not in entry or "attack" not in entry:
+                raise ValueError(f"{source} [[{name}]]: every attack needs a column and an attack, got {entry}")
 
 
 def parse_value(text: str) -> Any:
@@ -377,5 +429,8 @@ class Preset:
 
 
 def from_preset(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> Preset:
-    """The preset ``name_or_path`` (a built-in name or a .toml file) with ``KEY=VALUE`` overrides applied."""
-    return Preset(str(name_or_path), apply_overrides(load_config(name_or_path), overrides or []))
+    """The preset ``name_or_path`` (a built-in name or a .toml file) with ``KEY=VALUE`` overrides applied, checked."""
+    data = apply_overrides(load_config(name_or_path), overrides or [])
+    if overrides:
+        check_config(data, f"{name_or_path} with --set {' '.join(overrides)}")
+    return Preset(str(name_or_path), data)
