@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from .config import AttackSpec, EvalSettings
 from .data import dataset_bounds
 from .defense import AdversarialPnml
 from .distributed import DistContext
+from .lock import FolderLock
 from .models.layout import use_memory_format
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
 from .runtime import Runtime
@@ -54,6 +56,7 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate ``model`` and (if ``settings.refine_eps`` is set) its defense under ``settings.attacks``.
 
+    While it writes, ``out_dir`` is locked (:mod:`advpnml.lock`): a second job into it is refused.
     With ``out_dir`` the per-sample records go to ``out_dir/records.jsonl`` as batches finish and
     an interrupted run resumes there. Returns every record and the time spent per (row, column).
 
@@ -68,8 +71,16 @@ def evaluate(
     :mod:`advpnml.models.layout`), to channels_last when it is convolutional and on CPU: same values,
     faster there.
     """
-    start_wall = time.perf_counter()
     runtime = (runtime or Runtime()).for_rank()
+    with ExitStack() as held:
+        if out_dir is not None and runtime.is_main:
+            held.enter_context(FolderLock(out_dir, runtime.log))  # one writer per folder (see advpnml.lock)
+        return _evaluate(model, dataset, settings, out_dir, runtime, resume)
+
+
+def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_dir: str | os.PathLike | None,
+              runtime: Runtime, resume: bool) -> EvalResult:
+    start_wall = time.perf_counter()
     ctx, device, log = runtime.dist, runtime.device, runtime.log
     model = model.to(device).eval()
     use_memory_format(model, device, runtime.memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)

@@ -24,6 +24,7 @@ from .config import PROTOCOLS, DefenseSpec, EvalSettings, Preset
 from .data import load_dataset
 from .defense import AdversarialPnml
 from .evaluation import build_attack, evaluate
+from .lock import FolderLock
 from .models import CheckpointError, default_checkpoint, load_checkpoint, load_external, use_memory_format
 from .protocols import write_comparison
 from .records import EvalResult
@@ -82,13 +83,18 @@ def evaluate_and_report(run: Run, out: str | Path, runtime: Runtime, resume: boo
     model, dataset, settings = run.model, run.dataset, run.settings
     out = Path(out)
     runtime.log(f"evaluating {settings.model} on {settings.dataset} {settings.split} ({len(dataset)} samples{runtime.processes}), "
-                f"eps={settings.eps:g}, "
-                f"lambda={settings.refine_eps}{', cascade' if settings.cascade else ''} -> {out}")
+                f"eps={settings.eps:g}, lambda={settings.refine_eps}{', cascade' if settings.cascade else ''} -> {out}")
     for spec in settings.attacks:
         runtime.log(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
-    result = evaluate(model, dataset, settings, out, runtime, resume=resume)
     if not runtime.is_main:
+        evaluate(model, dataset, settings, out, runtime, resume=resume)
         return None
+    with FolderLock(out, runtime.log):  # held through the report too
+        return _check_and_report(run, evaluate(model, dataset, settings, out, runtime, resume=resume), out, runtime, checks)
+
+
+def _check_and_report(run: Run, result: EvalResult, out: Path, runtime: Runtime, checks: int) -> EvalResult:
+    model, dataset, settings = run.model, run.dataset, run.settings
     found = []
     if checks > 0:
         from .masking import masking_checks

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .attacks import PGD, project
 from .config import Preset
 from .data import dataset_bounds
 from .defense import AdversarialPnml
+from .lock import FolderLock
 from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
 from .models.checkpoint import load_weights
 from .models.registry import to_plain
@@ -167,11 +169,18 @@ def train(
     differs slightly (the demo's worst cases: base 68 / defense 19% vs 69 / 24%). Without a runtime,
     ``contiguous``: the layout every recorded result in ``results/`` was trained with.
     """
+    runtime = (runtime or Runtime(memory_format="contiguous")).for_rank()
+    with ExitStack() as held:
+        if runtime.is_main:
+            held.enter_context(FolderLock(out_dir, runtime.log))  # one writer per folder (see advpnml.lock)
+        return _train(config, train_set, Path(out_dir), val_set, runtime, resume, dataset_name, stop_after, time_limit)
+
+
+def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset | None, runtime: Runtime, resume: bool,
+           dataset_name: str | None, stop_after: int | None, time_limit: float | None) -> tuple[nn.Module, list[dict[str, float]]]:
     from tqdm.auto import tqdm
 
-    runtime = (runtime or Runtime(memory_format="contiguous")).for_rank()
     ctx, device, log, progress = runtime.dist, runtime.device, runtime.log, runtime.progress
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):  # seeded initialization without touching the caller's RNG
         torch.manual_seed(config.seed)
