@@ -97,7 +97,7 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
     ctx.barrier()  # every rank has read the old files before any rank truncates or appends to its own
     store = None
     if out is not None:
-        store = RecordsFile(out / ("records.jsonl" if not ctx.enabled else f"records.rank{ctx.rank}.jsonl"), settings, resume)
+        store = RecordsFile(out / ("records.jsonl" if not ctx.enabled else f"records.rank{ctx.rank}.jsonl"), settings, resume, log)
     if done:
         log(f"resuming: {len(done)} samples already in {out}")
     n = len(dataset)

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -98,54 +98,113 @@ class EvalResult:
 class RecordsFile:
     """Append-only JSON-lines file of per-sample records with a settings header.
 
-    Opening it checks the header's digest, drops a line cut short by a killed run (and anything
-    after it), and keeps the complete records in :attr:`done`.
+    Opening it checks the header's digest and keeps the complete records in :attr:`done`, repairing without
+    loss: a line cut short by a killed run is dropped, a corrupt line anywhere is moved to
+    ``records.jsonl.corrupt`` with a warning (the valid records after it stay), and an empty or headerless
+    file is set aside the same way and started afresh. Repairs and headers are written atomically.
     """
 
-    def __init__(self, path: Path, settings: EvalSettings, resume: bool = True) -> None:
+    def __init__(self, path: Path, settings: EvalSettings, resume: bool = True, log: Callable[[str], None] = print) -> None:
         self.path = path
         self.digest = settings.digest()
         self.done: dict[int, dict[str, Any]] = {}
+        header = (json.dumps({"type": "header", "digest": self.digest, "settings": asdict(settings)}, default=str) + "\n").encode()
         if path.exists() and resume:
-            self.done, good_lines, total_lines = read_records(path, self.digest)
-            if good_lines != total_lines:
-                with open(path, "r+") as f:
-                    f.truncate(sum(len(line) for line in path.read_text().splitlines(keepends=True)[:good_lines]))
+            scan = scan_records(path, self.digest)
+            # A batch only partly on file (a cut or corrupt line in it) is redone whole: its other lines go, so none is
+            # written twice.
+            partial = _partial_batches(scan.done, settings)
+            if partial:
+                scan.good = [(i, line) for i, line in scan.good if i // settings.batch_size not in partial]
+            self.done = {i: scan.done[i] for i, _ in scan.good}
+            if scan.corrupt:
+                aside = path.with_name(path.name + ".corrupt")
+                with open(aside, "ab") as f:
+                    f.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in scan.corrupt))
+                log(f"warning: {path}: {len(scan.corrupt)} unreadable line(s) moved to {aside}; "
+                    f"{len(scan.done)} records kept, the rest will be redone")
+            if scan.header is None or scan.corrupt or scan.cut or partial:
+                write_atomic(path, (scan.header or header) + b"".join(line for _, line in scan.good))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w") as f:
-                f.write(json.dumps({"type": "header", "digest": self.digest, "settings": asdict(settings)}, default=str) + "\n")
+            write_atomic(path, header)
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        with open(self.path, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise ValueError(f"cannot append to {self.path}: {err.strerror or err}; the records before this batch are "
+                             "kept and a rerun resumes there") from None
         for r in records:
             self.done[r["index"]] = r
 
 
-def read_records(path: Path, digest: str) -> tuple[dict[int, dict[str, Any]], int, int]:
-    """The complete records of ``path`` (checked against ``digest``), the count of good lines, and of all lines."""
-    lines = path.read_text().splitlines(keepends=True)
-    header = json.loads(lines[0]) if lines and lines[0].endswith("\n") else {}
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary file, fsynced, renamed over it); a full disk is one line."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+@dataclass
+class RecordsScan:
+    """What a records file holds: its header line (None if missing or unreadable), the records by index, their
+    lines, the unreadable lines, and whether the last line was cut short."""
+
+    header: bytes | None
+    done: dict[int, dict[str, Any]]
+    good: list[tuple[int, bytes]]
+    corrupt: list[bytes]
+    cut: bool
+
+
+def _partial_batches(done: dict[int, dict[str, Any]], settings: EvalSettings) -> set[int]:
+    """The batches (index // batch_size) with some but not all of their samples in ``done``."""
+    if settings.n is None:
+        return set()
+    size = settings.batch_size
+    return {b for b in {i // size for i in done}
+            if not all(i in done for i in range(b * size, min((b + 1) * size, settings.n)))}
+
+
+def scan_records(path: Path, digest: str) -> RecordsScan:
+    """Read ``path`` line by line in bytes; a header of other settings is a one-line refusal."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    try:
+        header = json.loads(lines[0]) if lines and lines[0].endswith(b"\n") else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("type") != "header":
+        return RecordsScan(None, {}, [], lines, False)  # empty or headerless: a fresh start, the bytes set aside
     if header.get("digest") != digest:
         raise ValueError(
             f"{path} was written by a run with other settings (digest {header.get('digest')} != {digest}); "
             "use another --out folder or --overwrite"
         )
-    done = {}
-    good = 1
+    done, good, corrupt, cut = {}, [], [], False
     for line in lines[1:]:
-        if not line.endswith("\n"):
-            break  # the last line of a killed run may be cut short; drop it and everything after
+        if not line.endswith(b"\n"):
+            cut = True  # the last line of a killed run: dropped, its batch is redone
+            continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        done[record["index"]] = record
-        good += 1
-    return done, good, len(lines)
+            index = int(record["index"])
+        except (ValueError, KeyError, TypeError):
+            corrupt.append(line)
+            continue
+        done[index] = record
+        good.append((index, line))
+    return RecordsScan(lines[0], done, good, corrupt, cut)
 
 
 def record_files(out: Path) -> list[Path]:
@@ -154,18 +213,17 @@ def record_files(out: Path) -> list[Path]:
 
 
 def read_all_records(out: Path, settings: EvalSettings) -> dict[int, dict[str, Any]]:
+    """Every readable record of ``out``'s records files (checked against ``settings``)."""
     done: dict[int, dict[str, Any]] = {}
     for path in record_files(out):
-        done.update(read_records(path, settings.digest())[0])
+        done.update(scan_records(path, settings.digest()).done)
     return done
 
 
 def merge_records(out: Path, settings: EvalSettings, records: list[dict[str, Any]]) -> None:
     """Replace the per-rank files by one ``records.jsonl`` in sample order, as a single process writes it."""
-    tmp = out / "records.jsonl.tmp"
     header = {"type": "header", "digest": settings.digest(), "settings": asdict(settings)}
-    tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in [header, *records]))
-    os.replace(tmp, out / "records.jsonl")
+    write_atomic(out / "records.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in [header, *records]).encode())
     for path in record_files(out):
         if path.name != "records.jsonl":
             path.unlink()

@@ -1,0 +1,70 @@
+"""The records file is repaired without loss: corrupt lines set aside, cut lines redone, empty files fresh, disk errors one line."""
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from advpnml.config import AttackSpec, EvalSettings
+from advpnml.evaluation import evaluate
+from advpnml.runtime import Runtime
+
+SPECS = [AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
+         AttackSpec("PGD", "pgd", {"steps": 2, "step_size": 0.05}, base=True, defense="transfer")]
+
+
+def _settings() -> EvalSettings:
+    return EvalSettings("mnist5k", "test", 8, 0.1, 0.1, SPECS, batch_size=2)
+
+
+def _run(model, data, out, messages=None):
+    return evaluate(model, data, _settings(), out, Runtime(log=(messages.append if messages is not None else lambda m: None),
+                                                           progress=False))
+
+
+def _preds(result):
+    return [(r["index"], r["pred"]) for r in result.records]
+
+
+def test_a_corrupt_line_is_set_aside_and_the_records_after_it_are_kept(standard_model, mnist5k_test, tmp_path):
+    data = mnist5k_test.head(8)
+    whole = _run(standard_model, data, tmp_path / "whole")
+    path = tmp_path / "whole" / "records.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)  # header + 8 records
+    garbage = "{not json: é\n".encode()  # non-ASCII: truncation by characters would cut the wrong byte
+    damaged = [lines[0], lines[1], garbage, *lines[3:8], lines[8][:10]]  # record 1 lost, record 7 cut short
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "records.jsonl").write_bytes(b"".join(damaged))
+    messages = []
+    resumed = _run(standard_model, data, tmp_path / "part", messages)
+    assert _preds(resumed) == _preds(whole), "the repaired run equals an uninterrupted one"
+    indices = [json.loads(l)["index"] for l in (tmp_path / "part" / "records.jsonl").read_bytes().splitlines()[1:]]
+    assert sorted(indices) == list(range(8)) and len(indices) == 8, "no record lost, none twice"
+    assert (tmp_path / "part" / "records.jsonl.corrupt").read_bytes() == garbage
+    assert any("1 unreadable line(s) moved" in m and "6 records kept" in m for m in messages)
+
+
+def test_an_empty_or_headerless_file_is_a_fresh_start(standard_model, mnist5k_test, tmp_path):
+    data = mnist5k_test.head(8)
+    for name, content in (("empty", b""), ("cut-header", b'{"type": "hea')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.jsonl").write_bytes(content)
+        assert len(_run(standard_model, data, tmp_path / name).records) == 8
+    assert (tmp_path / "cut-header" / "records.jsonl.corrupt").read_bytes() == b'{"type": "hea\n'
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_that_blocks_a_rerun(standard_model, mnist5k_test, tmp_path, monkeypatch):
+    import os
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ValueError, match="No space left on device"):
+        _run(standard_model, mnist5k_test.head(8), tmp_path)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not (tmp_path / "records.jsonl").exists() and not (tmp_path / "records.jsonl.tmp").exists()
+    assert len(_run(standard_model, mnist5k_test.head(8), tmp_path).records) == 8
