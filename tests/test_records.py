@@ -68,3 +68,22 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_that_blocks_a_rerun(standard
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert not (tmp_path / "records.jsonl").exists() and not (tmp_path / "records.jsonl.tmp").exists()
     assert len(_run(standard_model, mnist5k_test.head(8), tmp_path).records) == 8
+
+
+def test_a_different_model_or_data_under_the_same_path_is_refused_by_name(standard_model, mnist5k_test, tmp_path):
+    import copy
+
+    import torch
+
+    _run(standard_model, mnist5k_test.head(8), tmp_path)
+    other = copy.deepcopy(standard_model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="other content: the model's weights"):
+        _run(other, mnist5k_test.head(8), tmp_path)
+    shifted = type(mnist5k_test)(mnist5k_test.x[1:9], mnist5k_test.y[1:9], mnist5k_test.info)
+    with pytest.raises(ValueError, match="other content: the data"):
+        _run(standard_model, shifted, tmp_path)
+    assert len(_run(standard_model, mnist5k_test.head(8), tmp_path).records) == 8, "the same content resumes"
+    header = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
+    assert set(header["identity"]) == {"model_sha256", "data_sha256", "advpnml", "torch"}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from advpnml.attacks import PGD
@@ -71,3 +72,10 @@ def test_pgd_training_beats_standard_training_under_pgd_on_toy_data(tmp_path):
     robust = {m: accuracy(models[m], attack(models[m], test_set.x, test_set.y), test_set.y) for m in models}
     assert accuracy(models["pgd"], test_set.x, test_set.y) > 0.95
     assert robust["pgd"] > robust["standard"] + 0.05, robust  # measured: 0.87 vs 0.78
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.125}, method="standard", epochs=2, batch_size=50, lr=0.01)
+    train(config, load_dataset("mnist5k", "train", n=100), tmp_path, runtime=TRAIN_QUIET, stop_after=1)
+    with pytest.raises(ValueError, match="trained on other data"):
+        train(config, load_dataset("mnist5k", "train", n=150), tmp_path, resume=True, runtime=TRAIN_QUIET)

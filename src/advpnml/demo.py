@@ -44,9 +44,9 @@ def run_demo(out: Path, runtime: Runtime, retrain: bool = False, n: int | None =
     try:
         evaluate_and_report(run, out / "eval", runtime, checks=20)
     except ValueError as err:
-        if "other settings" not in str(err):
+        if "other settings" not in str(err) and "other content" not in str(err):
             raise
-        say(f"      {out / 'eval'} holds a run with other settings: starting it over")
+        say(f"      {out / 'eval'} holds a run with other settings or another model: starting it over")
         evaluate_and_report(run, out / "eval", runtime, resume=False, checks=20)
     say(f"\nfinished in {time.perf_counter() - start:.0f} s.")
     say(f"  table:           {out / 'eval' / 'results.md'} (also .csv, .json; per-sample records in {out / 'eval' / 'records.jsonl'})")

@@ -29,6 +29,7 @@ from .config import AttackSpec, EvalSettings
 from .data import dataset_bounds
 from .defense import AdversarialPnml
 from .distributed import DistContext
+from .identity import run_identity
 from .lock import FolderLock
 from .models.layout import use_memory_format
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
@@ -93,11 +94,12 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
         for path in record_files(out):
             path.unlink()
     ctx.barrier()
-    done = read_all_records(out, settings) if out is not None and resume else {}
+    identity = run_identity(model, dataset) if out is not None else None  # what a resume must match besides settings
+    done = read_all_records(out, settings, identity) if out is not None and resume else {}
     ctx.barrier()  # every rank has read the old files before any rank truncates or appends to its own
     store = None
     if out is not None:
-        store = RecordsFile(out / ("records.jsonl" if not ctx.enabled else f"records.rank{ctx.rank}.jsonl"), settings, resume, log)
+        store = RecordsFile(out / ("records.jsonl" if not ctx.enabled else f"records.rank{ctx.rank}.jsonl"), settings, resume, log, identity)
     if done:
         log(f"resuming: {len(done)} samples already in {out}")
     n = len(dataset)
@@ -130,14 +132,14 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
     if ctx.enabled:
         ctx.barrier()
         if out is not None:
-            done = read_all_records(out, settings)
+            done = read_all_records(out, settings, identity)
         else:
             for part in ctx.gather({i: r for i, r in done.items()}):
                 done.update(part)
         timings = _sum_timings(ctx.gather(timings))
     ordered = [done[i] for i in range(n) if i in done]
     if out is not None and ctx.is_main and any(p.name != "records.jsonl" for p in record_files(out)):
-        merge_records(out, settings, ordered)
+        merge_records(out, settings, ordered, identity)
     ctx.barrier()  # no rank returns (and perhaps starts another evaluation) before the merge
     timings["wall"] = time.perf_counter() - start_wall
     result = EvalResult(settings, ordered, timings)

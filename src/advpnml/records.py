@@ -18,6 +18,7 @@ import torch
 
 from .attacks import REFERENCE_ATTACKS
 from .config import EvalSettings
+from .identity import identity_changes
 
 ROWS = ("base", "defense")
 
@@ -104,13 +105,15 @@ class RecordsFile:
     file is set aside the same way and started afresh. Repairs and headers are written atomically.
     """
 
-    def __init__(self, path: Path, settings: EvalSettings, resume: bool = True, log: Callable[[str], None] = print) -> None:
+    def __init__(self, path: Path, settings: EvalSettings, resume: bool = True, log: Callable[[str], None] = print,
+                 identity: dict[str, str] | None = None) -> None:
         self.path = path
         self.digest = settings.digest()
         self.done: dict[int, dict[str, Any]] = {}
-        header = (json.dumps({"type": "header", "digest": self.digest, "settings": asdict(settings)}, default=str) + "\n").encode()
+        fields = {"type": "header", "digest": self.digest, "settings": asdict(settings), **({"identity": identity} if identity else {})}
+        header = (json.dumps(fields, default=str) + "\n").encode()
         if path.exists() and resume:
-            scan = scan_records(path, self.digest)
+            scan = scan_records(path, self.digest, identity)
             # A batch only partly on file (a cut or corrupt line in it) is redone whole: its other lines go, so none is
             # written twice.
             partial = _partial_batches(scan.done, settings)
@@ -177,8 +180,9 @@ def _partial_batches(done: dict[int, dict[str, Any]], settings: EvalSettings) ->
             if not all(i in done for i in range(b * size, min((b + 1) * size, settings.n)))}
 
 
-def scan_records(path: Path, digest: str) -> RecordsScan:
-    """Read ``path`` line by line in bytes; a header of other settings is a one-line refusal."""
+def scan_records(path: Path, digest: str, identity: dict[str, str] | None = None) -> RecordsScan:
+    """Read ``path`` line by line in bytes; a header of other settings, or of another model, data or version than
+    ``identity`` (:mod:`advpnml.identity`), is a one-line refusal."""
     lines = path.read_bytes().splitlines(keepends=True)
     try:
         header = json.loads(lines[0]) if lines and lines[0].endswith(b"\n") else None
@@ -191,6 +195,9 @@ def scan_records(path: Path, digest: str) -> RecordsScan:
             f"{path} was written by a run with other settings (digest {header.get('digest')} != {digest}); "
             "use another --out folder or --overwrite"
         )
+    changed = identity_changes(header.get("identity"), identity or {})
+    if changed:
+        raise ValueError(f"{path} was written with other content: {'; '.join(changed)}; use another --out folder or --overwrite")
     done, good, corrupt, cut = {}, [], [], False
     for line in lines[1:]:
         if not line.endswith(b"\n"):
@@ -212,17 +219,17 @@ def record_files(out: Path) -> list[Path]:
     return sorted(p for p in out.glob("records*.jsonl") if p.name == "records.jsonl" or p.name.startswith("records.rank"))
 
 
-def read_all_records(out: Path, settings: EvalSettings) -> dict[int, dict[str, Any]]:
-    """Every readable record of ``out``'s records files (checked against ``settings``)."""
+def read_all_records(out: Path, settings: EvalSettings, identity: dict[str, str] | None = None) -> dict[int, dict[str, Any]]:
+    """Every readable record of ``out``'s records files (checked against ``settings`` and ``identity``)."""
     done: dict[int, dict[str, Any]] = {}
     for path in record_files(out):
-        done.update(scan_records(path, settings.digest()).done)
+        done.update(scan_records(path, settings.digest(), identity).done)
     return done
 
 
-def merge_records(out: Path, settings: EvalSettings, records: list[dict[str, Any]]) -> None:
+def merge_records(out: Path, settings: EvalSettings, records: list[dict[str, Any]], identity: dict[str, str] | None = None) -> None:
     """Replace the per-rank files by one ``records.jsonl`` in sample order, as a single process writes it."""
-    header = {"type": "header", "digest": settings.digest(), "settings": asdict(settings)}
+    header = {"type": "header", "digest": settings.digest(), "settings": asdict(settings), **({"identity": identity} if identity else {})}
     write_atomic(out / "records.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in [header, *records]).encode())
     for path in record_files(out):
         if path.name != "records.jsonl":

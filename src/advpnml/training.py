@@ -27,6 +27,7 @@ from .attacks import PGD, project
 from .config import Preset
 from .data import dataset_bounds
 from .defense import AdversarialPnml
+from .identity import data_digest
 from .lock import FolderLock
 from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
 from .models.checkpoint import load_weights
@@ -193,10 +194,14 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
     history: list[dict[str, float]] = []
     start_epoch = 0
     last = out / "last.pt"
+    data_sha256 = data_digest(train_set)
     if resume and last.exists():
         payload = read_checkpoint(last)
         if payload.get("train_config") != to_plain(asdict(config)):
             raise ValueError(f"{last} was written with other training settings; use another --out or drop --resume")
+        if payload.get("data_sha256", data_sha256) != data_sha256:
+            raise ValueError(f"{last} was trained on other data (sha256 {payload['data_sha256']} -> {data_sha256}: another "
+                             "--samples or dataset); use another --out or drop --resume")
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         start_epoch = int(payload["epoch"]) + 1
@@ -270,7 +275,7 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
         if ctx.is_main:
             save_checkpoint(last, model, dataset=dataset_name, training=config.method, eps=config.eps,
                             state={"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                                   "train_config": to_plain(asdict(config))})
+                                   "train_config": to_plain(asdict(config)), "data_sha256": data_sha256})
             _write_metrics(out, history)
     model.eval()
     if end_epoch < config.epochs:
