@@ -116,3 +116,18 @@ def test_a_crafted_cifar10_batch_is_refused_unrun(tmp_path):
     (folder / "test_batch").write_bytes(b"\x80\x04not a pickle")
     with pytest.raises(DataFileError, match="not a readable CIFAR-10 batch"):
         load_dataset("cifar10", "test", tmp_path)
+
+
+@pytest.mark.parametrize("content, message", [(b"not gzip at all", "cannot be read"), (None, "cannot be read|truncated"),
+                                               (b"\x00\x00\x08\x07", "not an unsigned-byte IDX file")])
+def test_bad_idx_files_are_one_line(tmp_path, content, message):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    path = raw / "t10k-images-idx3-ubyte.gz"
+    if content is None:  # a gzip stream cut short
+        path.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 400)[:30])
+    else:
+        path.write_bytes(content if content.startswith(b"not") else gzip.compress(content))
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))
+    with pytest.raises(DataFileError, match=message):
+        load_dataset("mnist", "test", tmp_path)

@@ -183,3 +183,19 @@ def test_autoattack_example_resnet18_is_the_accurate_control(shared_data):
     with torch.no_grad():
         accuracy = (model(data.x).argmax(1) == data.y).float().mean().item()
     assert accuracy > 0.9, f"AutoAttack's example model is 94.6% accurate on the first 500 images, got {accuracy:.1%}"
+
+
+def test_a_checkpoint_without_weights_or_with_nan_weights_is_one_line(tmp_path):
+    import torch
+
+    model = create_model("madry_cnn", width=0.125)
+    path = save_checkpoint(tmp_path / "m.pt", model, dataset="mnist5k")
+    payload = torch.load(path, weights_only=True)
+    torch.save({"meta": payload["meta"]}, tmp_path / "empty.pt")
+    with pytest.raises(CheckpointError, match="no weights"):
+        load_checkpoint(tmp_path / "empty.pt")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", model, dataset="mnist5k")
+    with pytest.raises(CheckpointError, match="NaN or inf weights"):
+        load_checkpoint(tmp_path / "nan.pt")

@@ -55,11 +55,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into an array of its declared shape."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a cut gzip stream an EOFError
+        raise DataFileError(f"{path} cannot be read: {err}") from None
+    if len(data) < 4:
+        raise DataFileError(f"{path} is not an IDX file: {len(data)} bytes")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataFileError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3) or len(data) < 4 + 4 * ndim:
+        raise DataFileError(f"{path} is not an unsigned-byte IDX file of labels or images (header {data[:4].hex()})")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):

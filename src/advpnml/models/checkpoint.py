@@ -86,7 +86,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             f"{path} is not an advpnml checkpoint (no '{FORMAT}' metadata); "
             "for a plain state dict use advpnml.models.load_external(path, arch)"
         )
-    model = create_model(meta["arch"], **meta["kwargs"])
+    if not isinstance(payload.get("state_dict"), Mapping) or "arch" not in meta:
+        raise CheckpointError(f"{path} holds advpnml metadata but no weights (no 'state_dict' table); it is not a usable checkpoint")
+    model = create_model(meta["arch"], **meta.get("kwargs", {}))
     load_weights(model, payload["state_dict"], source=str(path), arch=meta["arch"])
     return model.to(device).eval(), meta
 
@@ -108,4 +110,8 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
                 shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"checkpoint {source} does not fit architecture {arch!r}: " + "; ".join(parts))
+    broken = [k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"checkpoint {source} has NaN or inf weights in {', '.join(broken[:3])}"
+                              f"{f' ({len(broken)} tensors)' if len(broken) > 3 else ''}: a diverged or damaged model")
     model.load_state_dict(state_dict, strict=True)
