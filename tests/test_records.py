@@ -87,3 +87,14 @@ def test_a_different_model_or_data_under_the_same_path_is_refused_by_name(standa
     assert len(_run(standard_model, mnist5k_test.head(8), tmp_path).records) == 8, "the same content resumes"
     header = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
     assert set(header["identity"]) == {"model_sha256", "data_sha256", "advpnml", "torch"}
+
+
+def test_a_run_resumed_complete_reports_no_nan_cost(standard_model, mnist5k_test, tmp_path):
+    from advpnml.reporting import summary_table, write_report
+
+    first = _run(standard_model, mnist5k_test.head(8), tmp_path)
+    again = _run(standard_model, mnist5k_test.head(8), tmp_path)
+    assert (first.timed_samples, again.timed_samples) == (8, 0)
+    assert "nan" not in summary_table(again) and "| - |" in summary_table(again)
+    write_report(again, tmp_path)
+    assert "0 of 8 samples evaluated" in (tmp_path / "results.md").read_text() and not (tmp_path / "results.md.tmp").exists()

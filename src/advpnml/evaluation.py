@@ -142,7 +142,8 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
         merge_records(out, settings, ordered, identity)
     ctx.barrier()  # no rank returns (and perhaps starts another evaluation) before the merge
     timings["wall"] = time.perf_counter() - start_wall
-    result = EvalResult(settings, ordered, timings)
+    timed = int(ctx.sum([float(sum(map(len, mine)))])[0])
+    result = EvalResult(settings, ordered, timings, timed_samples=timed)
     table = result.accuracy()
     for key, seconds in timings.items():
         if "/" not in key:

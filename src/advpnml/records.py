@@ -33,6 +33,8 @@ class EvalResult:
     settings: EvalSettings
     records: list[dict[str, Any]]
     timings: dict[str, float]
+    #: how many samples ``timings`` cover (a resumed run times only what it ran); None: all records
+    timed_samples: int | None = None
 
     def columns(self) -> list[str]:
         return ["Natural"] + [spec.column for spec in self.settings.attacks]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from .attacks import BLACK_BOX, REFERENCE_ATTACKS
-from .records import EvalResult
+from .records import EvalResult, write_atomic
 
 ROW_NAMES = {"base": "Base model", "defense": "Adversarial pNML"}
 
@@ -70,14 +71,18 @@ def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]
 
 def inference_cost(result: EvalResult) -> dict[str, dict[str, Any]]:
     """Passes per input and measured seconds per sample of the base model and the defense (natural inputs)."""
-    n = max(len(result.records), 1)
+    n = len(result.records) if result.timed_samples is None else result.timed_samples
     s = result.settings
-    cost = {"base": {"passes": "1 forward", "ms_per_sample": 1e3 * result.timings.get("base/Natural", float("nan")) / n}}
+
+    def ms(key: str) -> float | None:  # None when this call timed no sample (a run resumed complete)
+        return 1e3 * result.timings[key] / n if n and key in result.timings else None
+
+    cost = {"base": {"passes": "1 forward", "ms_per_sample": ms("base/Natural")}}
     if s.refine_eps is not None:
         h = "k = %d" % s.top_k if s.top_k else "C"
         steps = f" + {s.refine_steps - 1} more refinement steps on the H refined inputs" if s.refine_steps > 1 else ""
         cost["defense"] = {"passes": f"1 forward + H input-gradient backward passes (VJPs of that forward) + H forwards, H = {h}{steps}",
-                           "ms_per_sample": 1e3 * result.timings.get("defense/Natural", float("nan")) / n}
+                           "ms_per_sample": ms("defense/Natural")}
     return cost
 
 
@@ -88,8 +93,9 @@ def summary_table(result: EvalResult) -> str:
     lines = ["| Model | " + " | ".join(columns) + " | inference | ms / sample |", "|---|" + "---|" * (len(columns) + 2)]
     for row, entry in summary.items():
         c = cost.get(row, {})
+        ms = "-" if c.get("ms_per_sample") is None else f"{c['ms_per_sample']:.2f}"
         lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(pct(entry.get(k)) for k in columns)
-                     + f" | {c.get('passes', '-')} | {c.get('ms_per_sample', float('nan')):.2f} |")
+                     + f" | {c.get('passes', '-')} | {ms} |")
     if "base" in summary and "defense" in summary:
         gain = summary["defense"]["worst case"] - summary["base"]["worst case"]
         if gain > 0:
@@ -212,17 +218,19 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
     md += ["## Attacks", ""]
     for spec in result.settings.attacks:
         md.append(f"- **{spec.column}**: `{spec.attack}` {json.dumps(spec.params)}; base: {spec.base}; defense: {spec.defense or '-'}")
-    md += ["", "## Time (seconds)", "", "| Row/column | Seconds |", "|---|---|"]
+    timed = len(result.records) if result.timed_samples is None else result.timed_samples
+    md += ["", f"## Time (seconds, this call: {timed} of {n} samples evaluated, the rest resumed)", "", "| Row/column | Seconds |", "|---|---|"]
     md += [f"| {k} | {v:.1f} |" for k, v in result.timings.items()]
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
     paths["png"] = plot_results(result, out / "results")
-    paths["md"].write_text("\n".join(md) + "\n")
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        columns = result.columns() + ["Best attack"]
-        writer.writerow(["model"] + columns + ["samples"])
-        for row, accs in table.items():
-            writer.writerow([row] + ["" if accs.get(c) is None else f"{accs[c]:.4f}" for c in columns] + [n])
+    write_atomic(paths["md"], ("\n".join(md) + "\n").encode())
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    columns = result.columns() + ["Best attack"]
+    writer.writerow(["model"] + columns + ["samples"])
+    for row, accs in table.items():
+        writer.writerow([row] + ["" if accs.get(c) is None else f"{accs[c]:.4f}" for c in columns] + [n])
+    write_atomic(paths["csv"], rows.getvalue().encode())
     worst = {row: result.worst_attack(row) for row in table}
     summary = {
         "settings": settings, "samples": n, "accuracy": table, "timings_s": result.timings,
@@ -232,5 +240,5 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
         "masking_checks": [vars(c) for c in checks or []],
         "environment": environment(), **(extra or {}),
     }
-    paths["json"].write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_atomic(paths["json"], (json.dumps(summary, indent=2, default=str) + "\n").encode())
     return paths
