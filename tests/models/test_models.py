@@ -199,3 +199,17 @@ def test_a_checkpoint_without_weights_or_with_nan_weights_is_one_line(tmp_path):
     save_checkpoint(tmp_path / "nan.pt", model, dataset="mnist5k")
     with pytest.raises(CheckpointError, match="NaN or inf weights"):
         load_checkpoint(tmp_path / "nan.pt")
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_checkpoint(tmp_path / "m.pt", create_model("madry_cnn", width=0.125))
+    assert list(tmp_path.iterdir()) == []

@@ -59,8 +59,12 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "state_dict": model.state_dict(), **dict(state or {})}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk or a read-only folder: one line, and no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
     return path
 
 
