@@ -62,3 +62,23 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "checkpoint file not found" in err
     assert main(["evaluate", "--checkpoint", "x.pt", "--config", "nope"]) == 2
     assert "unknown config 'nope'" in capsys.readouterr().err
+
+
+def test_wrong_dataset_and_bad_settings_are_one_line_before_any_work(standard_model, tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    with open(batches / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 1]}, f)
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "cifar10", "--data-dir", str(tmp_path),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not take cifar10 inputs of shape (3, 32, 32)" in err and "'mnist5k'" in err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--eps", "-0.1"]) == 2
+    assert "eps (--eps) must be a finite number >= 0" in capsys.readouterr().err, "settings are checked before the model loads"
+    assert not out.exists()

@@ -141,9 +141,10 @@ def _config_args(p: argparse.ArgumentParser, default: str | None = "mnist5k", de
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attacks", default=None, help="comma-separated columns to run, e.g. FGSM,PGD")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attacks", default=None, help="comma-separated columns to run, in order (quote names with spaces); "
+                   f"the image presets' are: {', '.join(s.column for s in from_preset('mnist').attacks(suite='autoattack'))}")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: the config's)")
+    p.add_argument("--seed", type=int, default=0, help="attack seed; each batch's derives from it (default: %(default)s)")
     p.add_argument("--suite", default="paper", choices=SUITES, help="paper: the paper's attacks + margin adaptive + APGD-T; "
                    "strong: + APGD-CE, joint hypotheses, Square; autoattack: + the reference AutoAttack (default: %(default)s)")
     p.add_argument("--cascade", action="store_true", help="AutoAttack's protocol: each attack runs only on what earlier columns "
@@ -152,7 +153,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    "its official code runs them; both: the two side by side in protocols.md (default: %(default)s)")
     p.add_argument("--checks", type=int, default=50, metavar="N", help="gradient-masking checks on the first N samples (0: skip)")
     _layout_arg(p, "auto")
-    p.add_argument("--out", default=None, help="output folder (records.jsonl, results.md/.csv/.json)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/eval-DATASET, runs/table1-DATASET, runs/sweep-...)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming OUT/records.jsonl")
     p.set_defaults(no_defense=False)
 
@@ -172,14 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command(sub, "info", lambda a: print(describe(a.data_dir)) or 0,
-            "versions, device, architectures, configs and which datasets are found").add_argument("--data-dir")
+            "versions, device, architectures, presets, datasets found").add_argument("--data-dir", help="folder to look for datasets in")
     p = command(sub, "predict", _in_runtime(cmd_predict), "accuracy of a checkpoint and of its defense on a dataset split",
                 [model, data, _group(lambda q: _config_args(q, None))])
     for flag in ("--refine-steps", "--top-k"):
         p.add_argument(flag, type=int, default=None, help="default: the config's")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100, help="samples per batch (default: %(default)s)")
     p = command(sub, "train", _in_runtime(cmd_train), "standard, PGD or fast adversarial training (resumable)", [config, train_data])
-    p.add_argument("--method", choices=("standard", "pgd", "fast"), default=None)
+    p.add_argument("--method", choices=("standard", "pgd", "fast"), default=None, help="default: the config's")
     for flag in ("--epochs", "--seed"):
         p.add_argument(flag, type=int, default=None, help="default: the config's")
     p.add_argument("--val-n", type=int, default=1000, help="held-out samples for the final validation")
@@ -193,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-defense", action="store_true", help="evaluate the base model only")
     p = command(sub, "toy", _in_runtime(lambda a, rt: run_toy(a.out, a.config, a.set, rt, a.seed)), "the paper's 2-D toy "
                 "example (Fig. 1): table and probability-surface figure", [_group(lambda q: _config_args(q, "toy2d", False))])
-    p.add_argument("--out", default="runs/toy")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/toy", help="output folder (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="default: %(default)s (a 4-layer MLP: the CPU is fastest)")
+    p.add_argument("--seed", type=int, default=0, help="training and attack seed (default: %(default)s)")
 
     experiments = command(sub, "reproduce", None, "the paper's Table 1, sweeps (Figs. 2-4, 6, 7) and the adaptive-training "
                           "comparison").add_subparsers(dest="experiment", required=True)
@@ -203,28 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
             [model, data, evaluation])
     p = command(experiments, "sweep", _in_runtime(cmd_sweep), "base vs defense over eps, lam, steps, k or HSJA eps: table, plot",
                 [model, data, evaluation])
-    p.add_argument("--param", required=True, choices=("eps", "lam", "steps", "k", "hsja-eps"))
+    p.add_argument("--param", required=True, choices=("eps", "lam", "steps", "k", "hsja-eps"), help="what the sweep varies")
     p.add_argument("--values", default=None, help="comma-separated (default: the config's [sweeps] values); steps as 2x0.015")
     p = command(experiments, "adaptive-training", _in_runtime(lambda a, rt: run_adaptive_training(
         a.out, a.checkpoint, a.source, a.dataset, a.data_dir, tuple(float(v) for v in a.lams.split(",")), a.epochs,
         a.attack_steps, train_samples=a.train_samples, n=a.n, runtime=rt)),
         "PGD-trained vs fine-tuned against the adaptive attack, over lambda", [model, device])
     p.add_argument("--dataset", "--data", dest="dataset", default="mnist5k", choices=("mnist5k", "mnist"))
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST files (--dataset mnist)")
     p.add_argument("--lams", default="0.01,0.03,0.1,0.2", help="comma-separated lambdas (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs against the adaptive attack (default: %(default)s)")
     p.add_argument("--attack-steps", type=int, default=5, help="PGD steps of the fine-tuning attack (default: %(default)s)")
-    p.add_argument("--train-samples", type=int, default=4000)
+    p.add_argument("--train-samples", type=int, default=4000, help="fine-tuning images (default: %(default)s)")
     p.add_argument("--samples", "--n", dest="n", type=int, default=200, help="test samples (default: %(default)s)")
-    p.add_argument("--out", default="runs/adaptive-training")
+    p.add_argument("--out", default="runs/adaptive-training", help="output folder (default: %(default)s)")
     p = command(sub, "detect", _in_runtime(lambda a, rt: detect(_load_run(a, from_preset(a.config, a.set), "strict"), a.out, rt,
                                                               a.steps, a.beta, a.batch_size)),
                 "the pNML regret as an adversarial-input detector: ROC AUC, detection at 5%% FPR, ROC plot",
                 [model, data, _group(_config_args)])
     p.add_argument("--steps", type=int, default=40, help="steps of each attack (default: %(default)s)")
     p.add_argument("--beta", type=float, default=1.0, help="regret weight of the detector-aware attack (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--out", default=None)
+    p.add_argument("--batch-size", type=int, default=100, help="samples per attack batch (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/detect-DATASET)")
     p.set_defaults(attacks=None, suite="paper", protocol="strict", seed=0, cascade=False, no_defense=False)
     p = command(sub, "bench", _in_runtime(cmd_bench), "speed of the defense vs its floor and naive loops, top-k, PGD vs torchattacks",
                 [device])
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
     p = command(sub, "demo", _in_runtime(lambda a, rt: run_demo(Path(a.out), rt, a.retrain, a.n)),
                 "train a small robust MNIST model on the embedded data and evaluate base vs defense", [device])
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     p.add_argument("--samples", "--n", dest="n", type=int, default=None, help="test samples (default: the mnist5k config's)")
     p.add_argument("--retrain", action="store_true", help="train again even if OUT/model/model.pt exists")
     return parser
@@ -249,12 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, CheckpointError, DataFileError, ImportError) as err:
-        print(f"advpnml {args.command}: error: {err}", file=sys.stderr)
+        print(f"\nadvpnml {args.command}: error: {err}", file=sys.stderr)  # below any progress bar, never on it
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+        resumable = args.command in ("evaluate", "reproduce", "train", "demo")
+        print("\ninterrupted; " + ("every finished batch (training: epoch) is saved in the output folder and the same command "
+              "resumes after it; the one in progress is redone" if resumable else "nothing was saved"), file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

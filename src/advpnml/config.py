@@ -54,6 +54,16 @@ class DefenseSpec:
     top_k: int | None = None
     bpda: str = "identity"
 
+    def __post_init__(self) -> None:  # checked here, before any model is loaded or trained
+        if not _type_ok(self.refine_eps, _NUMBER) or not 0 <= self.refine_eps < float("inf"):
+            raise ValueError(f"lambda (refine_eps, --lam) must be a finite number >= 0, got {self.refine_eps!r}")
+        if not _type_ok(self.refine_steps, _COUNT):
+            raise ValueError(f"refine_steps must be a positive whole number, got {self.refine_steps!r}")
+        if self.top_k is not None and not _type_ok(self.top_k, _COUNT):
+            raise ValueError(f"top_k must be a positive whole number, got {self.top_k!r}")
+        if self.bpda not in ("identity", "clamp"):
+            raise ValueError(f"bpda must be 'identity' or 'clamp', got {self.bpda!r}")
+
 
 @dataclass
 class EvalSettings:
@@ -81,6 +91,13 @@ class EvalSettings:
     model: str = ""
     cascade: bool = False
     bpda: str = "identity"
+
+    def __post_init__(self) -> None:  # checked before any model is loaded
+        if not _type_ok(self.eps, _NUMBER) or not 0 <= self.eps < float("inf"):
+            raise ValueError(f"eps (--eps) must be a finite number >= 0, got {self.eps!r}")
+        if not _type_ok(self.batch_size, _COUNT):
+            raise ValueError(f"batch_size (--batch-size) must be a positive whole number, got {self.batch_size!r}")
+        self.defense  # noqa: B018 (validates lambda, refine_steps, top_k and bpda)
 
     @property
     def defense(self) -> DefenseSpec | None:

@@ -63,15 +63,30 @@ def load_run(preset: Preset, checkpoint: str | None, source: str | None = None, 
     (``eps``, ``refine_eps``, ``defended``, ``only``, ``suite``, ``protocol``, ``batch_size``, ``seed``,
     ``cascade``). Every attack is built once here, so a bad parameter fails before any attack runs.
     """
+    preset.eval_settings(dataset or preset.dataset or "", split, 1, **settings)  # bad eps, lambda, columns: before any loading
     model, meta = load_model(checkpoint, source)
     name = dataset or preset.dataset or meta.get("dataset")
     if name is None:
         raise ValueError("no dataset: pass --data (the config and the checkpoint name none)")
     data = load_dataset(name, split, data_dir, download, n if n is not None else preset.n)
+    _check_fits(model, meta, data)
     run_settings = preset.eval_settings(name, split, len(data), model=str(checkpoint), **settings)
     for spec in run_settings.attacks:
         build_attack(spec, run_settings.eps, data.info.bounds, run_settings.seed)
     return Run(preset, model, data, run_settings)
+
+
+def _check_fits(model: nn.Module, meta: dict[str, Any], data: Dataset) -> None:
+    """One forward of one sample: a model that cannot take this dataset's inputs is a one-line error, before any attack."""
+    if not len(data):
+        return
+    try:
+        with torch.no_grad():
+            model.eval()(data[0][0].unsqueeze(0))
+    except RuntimeError as err:
+        trained = f" (its checkpoint names dataset {meta['dataset']!r})" if meta.get("dataset") else ""
+        raise ValueError(f"the model does not take {data.info.name} inputs of shape {tuple(data[0][0].shape)}{trained}: "
+                         f"{str(err).splitlines()[0][:120]}") from None
 
 
 def evaluate_and_report(run: Run, out: str | Path, runtime: Runtime, resume: bool = True, checks: int = 50) -> EvalResult | None:

@@ -76,7 +76,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first_line = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True: {first_line}") from None
     return payload
 
@@ -88,7 +88,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an advpnml checkpoint (no '{FORMAT}' metadata); "
-            "for a plain state dict use advpnml.models.load_external(path, arch)"
+            "for a plain state dict pass --source ARCH_OR_SOURCE (Python: advpnml.models.load_external(path, arch))"
         )
     if not isinstance(payload.get("state_dict"), Mapping) or "arch" not in meta:
         raise CheckpointError(f"{path} holds advpnml metadata but no weights (no 'state_dict' table); it is not a usable checkpoint")
