@@ -134,7 +134,9 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
         log(f"  base best {pct(row.get('base/Best attack'))}, defense best {pct(row.get('defense/Best attack'))} "
             f"({row['seconds']:.0f} s)")
     if runtime.is_main:
-        write_sweep(rows, param, out, reference, n=len(dataset))
+        lam = "no defense" if base.refine_eps is None else f"lambda {base.refine_eps:g}"
+        fixed = {"eps": lam, "hsja-eps": lam, "lam": f"eps {base.eps:g}", "steps": f"eps {base.eps:g}"}.get(param, f"eps {base.eps:g}, {lam}")
+        write_sweep(rows, param, out, reference, n=len(dataset), subtitle=f"{fixed}, {Path(base.model).name or 'model'}")
     return rows
 
 
@@ -166,7 +168,8 @@ def _warm_up(model: nn.Module, dataset: Dataset, device: str | torch.device) -> 
         AdversarialPnml(model.to(device).eval(), 0.01, bounds=dataset_bounds(dataset))(x)
 
 
-def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: float | None = None, n: int | None = None) -> dict[str, Path]:
+def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: float | None = None, n: int | None = None,
+                subtitle: str = "") -> dict[str, Path]:
     """Table (Markdown, CSV, JSON) and line plot of a sweep."""
     out.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -188,10 +191,12 @@ def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: fl
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
     xs = [r["value"] for r in rows]
     categorical = param == "steps"
-    if param == "lam":
-        series = {"base, natural": [r.get("base/Natural") for r in rows], "defense, natural": [r.get("defense/Natural") for r in rows],
-                  "base, best attack": [r.get("base/Best attack") for r in rows],
-                  "defense, best attack": [r.get("defense/Best attack") for r in rows]}
+    if param == "lam":  # Fig. 3: natural and PGD (transferred) accuracy of the defense, the base model's for reference
+        series = {"base, natural": [r.get("base/Natural") for r in rows], "defense, natural": [r.get("defense/Natural") for r in rows]}
+        if any(r.get("defense/PGD") is not None for r in rows):
+            series["defense, PGD (transferred, as the paper's Fig. 3)"] = [r.get("defense/PGD") for r in rows]
+        series["base, best attack"] = [r.get("base/Best attack") for r in rows]
+        series["defense, best attack (every attack, per sample)"] = [r.get("defense/Best attack") for r in rows]
     else:
         series = {}
         if param == "eps":  # Fig. 2a (PGD) and 2b (the adaptive attack), as the paper draws them
@@ -205,7 +210,7 @@ def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: fl
         series["base model, every attack (worst case)"] = [r.get("base/Best attack") for r in rows]
         series["Adversarial pNML, every attack (worst case)"] = [r.get("defense/Best attack") for r in rows]
     xlabel, title = _LABELS[param]
-    paths = line_plot(xs, series, stem, xlabel, "accuracy (%)", f"{title} ({n} samples)", marker_x=reference,
+    paths = line_plot(xs, series, stem, xlabel, "accuracy (%)", f"{title} ({n} samples{', ' + subtitle if subtitle else ''})", marker_x=reference,
                       categorical=categorical, log_x=param == "k" and max(map(float, xs)) >= 50)
     if param == "k" and any("defense_inference_s_per_sample" in r for r in rows):
         cost = {"Adversarial pNML": [r.get("defense_inference_s_per_sample") for r in rows],
