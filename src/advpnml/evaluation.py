@@ -172,8 +172,15 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Calla
     queries: dict[str, torch.Tensor] = {}
     flags: dict[str, dict[str, str]] = {}
 
+    # every timed job of this batch: natural predictions, then each attack on its rows (a transfer's prediction included)
+    total = len(models) + sum(int(spec.base or spec.defense == "transfer") + int("defense" in models and spec.defense is not None)
+                              for spec in settings.attacks)
+    started = [0]
+
     def timed(key: str, fn: Callable[[], Any]) -> Any:
-        status(key)  # long attacks: the progress bar names the one running, within seconds of its start
+        started[0] += 1
+        # long attacks: the progress bar names the one running and how far through the batch it is, within seconds
+        status(f"{key}, step {min(started[0], total)}/{total} of the batch")
         t0 = time.perf_counter()
         value = fn()
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
