@@ -82,3 +82,17 @@ def test_wrong_dataset_and_bad_settings_are_one_line_before_any_work(standard_mo
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--eps", "-0.1"]) == 2
     assert "eps (--eps) must be a finite number >= 0" in capsys.readouterr().err, "settings are checked before the model loads"
     assert not out.exists()
+
+
+def test_ctrl_c_says_truthfully_what_was_saved(monkeypatch, capsys):
+    import advpnml.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "describe", interrupted)
+    assert main(["info"]) == 130
+    assert "interrupted; nothing was saved" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "load_run", interrupted)
+    assert main(["evaluate", "--checkpoint", "x.pt"]) == 130
+    assert "every finished batch" in capsys.readouterr().err

@@ -181,7 +181,7 @@ def describe(data_dir: str | None = None) -> str:
         try:
             status = f"found ({len(load_dataset(name, 'val' if name == 'imagenet' else 'test', data_dir=data_dir))} test samples)"
         except (DataFileError, ImportError, ValueError) as err:
-            status = f"not available: {str(err).splitlines()[0]}"
+            status = f"not available: {str(err).splitlines()[0]}".replace("pass --download", "evaluate/train --download")
         lines.append(f"  {name:<9} {status}")
     return "\n".join(lines)
 
