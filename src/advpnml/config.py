@@ -43,6 +43,10 @@ class AttackSpec:
             raise ValueError(f"attack {self.column!r} runs on no model (base=false and defense={self.defense!r})")
 
 
+#: Backward passes through the refinement: ours (identity) and the official code's (clamp in the graph).
+BPDA_MODES = ("identity", "clamp")
+
+
 @dataclass(frozen=True)
 class DefenseSpec:
     """The defense's settings: lambda (``refine_eps``, eq. 9; the command line's ``--lam``), the refinement
@@ -61,8 +65,8 @@ class DefenseSpec:
             raise ValueError(f"refine_steps must be a positive whole number, got {self.refine_steps!r}")
         if self.top_k is not None and not _type_ok(self.top_k, _COUNT):
             raise ValueError(f"top_k must be a positive whole number, got {self.top_k!r}")
-        if self.bpda not in ("identity", "clamp"):
-            raise ValueError(f"bpda must be 'identity' or 'clamp', got {self.bpda!r}")
+        if self.bpda not in BPDA_MODES:
+            raise ValueError(f"bpda must be one of {', '.join(BPDA_MODES)}, got {self.bpda!r}")
 
 
 @dataclass
@@ -434,14 +438,13 @@ class Preset:
                       suite: str = "paper", protocol: str = "strict", batch_size: int | None = None, seed: int = 0,
                       model: str = "", cascade: bool = False) -> EvalSettings:
         """The settings of one evaluation run: the preset's values unless the caller gives its own."""
-        defense = self.defense(refine_eps, protocol) if defended else None
+        # A base-only run keeps the preset's refine_steps and top_k too: they are part of its digest.
+        defense = self.defense(refine_eps if defended else 0.0, protocol)
         return EvalSettings(
             dataset=dataset, split=split, n=n, eps=self.eps if eps is None else eps,
-            refine_eps=defense.refine_eps if defense else None, attacks=self.attacks(only, suite, protocol),
-            refine_steps=defense.refine_steps if defense else int(self.data.get("defense", {}).get("refine_steps", 1)),
-            top_k=defense.top_k if defense else self.data.get("defense", {}).get("top_k"),
-            batch_size=batch_size or self.batch_size, seed=seed, model=model, cascade=cascade,
-            bpda=protocol_bpda(self.data, protocol),
+            refine_eps=defense.refine_eps if defended else None, attacks=self.attacks(only, suite, protocol),
+            refine_steps=defense.refine_steps, top_k=defense.top_k, batch_size=batch_size or self.batch_size, seed=seed,
+            model=model, cascade=cascade, bpda=defense.bpda,
         )
 
 

@@ -25,16 +25,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import DefenseSpec
+from .config import BPDA_MODES, DefenseSpec
 from .modes import frozen_parameters
 from .validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 
 #: log-probability given to labels outside the top-k hypotheses: exp() of it is exactly 0 in
 #: float32 and float64, yet it stays finite so losses and gradients never see inf or NaN.
 EXCLUDED_LOG_PROB = -1.0e4
-
-#: Backward passes through the refinement: ours (identity) and the official code's (clamp in the graph).
-BPDA_MODES = ("identity", "clamp")
 
 
 @dataclass

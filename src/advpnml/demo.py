@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import from_preset
 from .data import load_dataset
 from .jobs import evaluate_and_report, load_run
+from .records import RunMismatchError
 from .runtime import Runtime
 from .training import TrainConfig, train
 
@@ -43,9 +44,7 @@ def run_demo(out: Path, runtime: Runtime, retrain: bool = False, n: int | None =
     say("      then the gradient-masking checks on the first 20 images")
     try:
         evaluate_and_report(run, out / "eval", runtime, checks=20)
-    except ValueError as err:
-        if "other settings" not in str(err) and "other content" not in str(err):
-            raise
+    except RunMismatchError:
         say(f"      {out / 'eval'} holds a run with other settings or another model: starting it over")
         evaluate_and_report(run, out / "eval", runtime, resume=False, checks=20)
     say(f"\nfinished in {time.perf_counter() - start:.0f} s.")

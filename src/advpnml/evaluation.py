@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +29,7 @@ from .data import dataset_bounds
 from .defense import AdversarialPnml
 from .distributed import DistContext
 from .identity import run_identity
-from .lock import FolderLock
+from .lock import hold
 from .models.layout import use_memory_format
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
 from .runtime import Runtime
@@ -73,9 +72,7 @@ def evaluate(
     faster there.
     """
     runtime = (runtime or Runtime()).for_rank()
-    with ExitStack() as held:
-        if out_dir is not None and runtime.is_main:
-            held.enter_context(FolderLock(out_dir, runtime.log))  # one writer per folder (see advpnml.lock)
+    with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.lock)
         return _evaluate(model, dataset, settings, out_dir, runtime, resume)
 
 

@@ -24,7 +24,7 @@ from .config import PROTOCOLS, DefenseSpec, EvalSettings, Preset
 from .data import load_dataset
 from .defense import AdversarialPnml
 from .evaluation import build_attack, evaluate
-from .lock import FolderLock
+from .lock import hold
 from .models import CheckpointError, default_checkpoint, load_checkpoint, load_external, use_memory_format
 from .protocols import write_comparison
 from .records import EvalResult
@@ -101,11 +101,9 @@ def evaluate_and_report(run: Run, out: str | Path, runtime: Runtime, resume: boo
                 f"eps={settings.eps:g}, lambda={settings.refine_eps}{', cascade' if settings.cascade else ''} -> {out}")
     for spec in settings.attacks:
         runtime.log(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
-    if not runtime.is_main:
-        evaluate(model, dataset, settings, out, runtime, resume=resume)
-        return None
-    with FolderLock(out, runtime.log):  # held through the report too
-        return _check_and_report(run, evaluate(model, dataset, settings, out, runtime, resume=resume), out, runtime, checks)
+    with hold(out if runtime.is_main else None, runtime.log):  # held through the report too
+        result = evaluate(model, dataset, settings, out, runtime, resume=resume)
+        return _check_and_report(run, result, out, runtime, checks) if runtime.is_main else None
 
 
 def _check_and_report(run: Run, result: EvalResult, out: Path, runtime: Runtime, checks: int) -> EvalResult:

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +25,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def hold(folder: str | os.PathLike | None, log: Callable[[str], None] = print) -> AbstractContextManager:
+    """``with hold(out):`` the folder's lock, or nothing when there is no folder (``None``: an in-memory run, or a
+    torchrun rank other than 0, whose rank 0 holds it for the job)."""
+    return nullcontext() if folder is None else FolderLock(folder, log)
 
 
 class FolderLock:

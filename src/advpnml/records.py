@@ -36,6 +36,11 @@ class EvalResult:
     #: how many samples ``timings`` cover (a resumed run times only what it ran); None: all records
     timed_samples: int | None = None
 
+    @property
+    def samples_timed(self) -> int:
+        """The samples ``timings`` cover: this call's, or every record when the result does not say."""
+        return len(self.records) if self.timed_samples is None else self.timed_samples
+
     def columns(self) -> list[str]:
         return ["Natural"] + [spec.column for spec in self.settings.attacks]
 
@@ -98,6 +103,16 @@ class EvalResult:
         return names
 
 
+class RunMismatchError(ValueError):
+    """An output folder holds records of another run (other settings, model, data or versions): resuming would mix them."""
+
+
+def header_line(settings: EvalSettings, identity: dict[str, str] | None = None) -> bytes:
+    """The first line of a records file: the settings, their digest and (when known) the run's identity."""
+    fields = {"type": "header", "digest": settings.digest(), "settings": asdict(settings), **({"identity": identity} if identity else {})}
+    return (json.dumps(fields, default=str) + "\n").encode()
+
+
 class RecordsFile:
     """Append-only JSON-lines file of per-sample records with a settings header.
 
@@ -112,8 +127,7 @@ class RecordsFile:
         self.path = path
         self.digest = settings.digest()
         self.done: dict[int, dict[str, Any]] = {}
-        fields = {"type": "header", "digest": self.digest, "settings": asdict(settings), **({"identity": identity} if identity else {})}
-        header = (json.dumps(fields, default=str) + "\n").encode()
+        header = header_line(settings, identity)
         if path.exists() and resume:
             scan = scan_records(path, self.digest, identity)
             # A batch only partly on file (a cut or corrupt line in it) is redone whole: its other lines go, so none is
@@ -193,13 +207,13 @@ def scan_records(path: Path, digest: str, identity: dict[str, str] | None = None
     if not isinstance(header, dict) or header.get("type") != "header":
         return RecordsScan(None, {}, [], lines, False)  # empty or headerless: a fresh start, the bytes set aside
     if header.get("digest") != digest:
-        raise ValueError(
+        raise RunMismatchError(
             f"{path} was written by a run with other settings (digest {header.get('digest')} != {digest}); "
             "use another --out folder or --overwrite"
         )
     changed = identity_changes(header.get("identity"), identity or {})
     if changed:
-        raise ValueError(f"{path} was written with other content: {'; '.join(changed)}; use another --out folder or --overwrite")
+        raise RunMismatchError(f"{path} was written with other content: {'; '.join(changed)}; use another --out folder or --overwrite")
     done, good, corrupt, cut = {}, [], [], False
     for line in lines[1:]:
         if not line.endswith(b"\n"):
@@ -231,8 +245,7 @@ def read_all_records(out: Path, settings: EvalSettings, identity: dict[str, str]
 
 def merge_records(out: Path, settings: EvalSettings, records: list[dict[str, Any]], identity: dict[str, str] | None = None) -> None:
     """Replace the per-rank files by one ``records.jsonl`` in sample order, as a single process writes it."""
-    header = {"type": "header", "digest": settings.digest(), "settings": asdict(settings), **({"identity": identity} if identity else {})}
-    write_atomic(out / "records.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in [header, *records]).encode())
+    write_atomic(out / "records.jsonl", header_line(settings, identity) + "".join(json.dumps(r, default=str) + "\n" for r in records).encode())
     for path in record_files(out):
         if path.name != "records.jsonl":
             path.unlink()

@@ -71,7 +71,7 @@ def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]
 
 def inference_cost(result: EvalResult) -> dict[str, dict[str, Any]]:
     """Passes per input and measured seconds per sample of the base model and the defense (natural inputs)."""
-    n = len(result.records) if result.timed_samples is None else result.timed_samples
+    n = result.samples_timed
     s = result.settings
 
     def ms(key: str) -> float | None:  # None when this call timed no sample (a run resumed complete)
@@ -218,8 +218,7 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
     md += ["## Attacks", ""]
     for spec in result.settings.attacks:
         md.append(f"- **{spec.column}**: `{spec.attack}` {json.dumps(spec.params)}; base: {spec.base}; defense: {spec.defense or '-'}")
-    timed = len(result.records) if result.timed_samples is None else result.timed_samples
-    md += ["", f"## Time (seconds, this call: {timed} of {n} samples evaluated, the rest resumed)", "", "| Row/column | Seconds |", "|---|---|"]
+    md += ["", f"## Time (seconds, this call: {result.samples_timed} of {n} samples evaluated, the rest resumed)", "", "| Row/column | Seconds |", "|---|---|"]
     md += [f"| {k} | {v:.1f} |" for k, v in result.timings.items()]
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
     paths["png"] = plot_results(result, out / "results")

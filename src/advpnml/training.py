@@ -13,7 +13,6 @@ import json
 import math
 import os
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from .config import Preset
 from .data import dataset_bounds
 from .defense import AdversarialPnml
 from .identity import data_digest
-from .lock import FolderLock
+from .lock import hold
 from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
 from .models.checkpoint import load_weights
 from .models.registry import to_plain
@@ -171,9 +170,7 @@ def train(
     ``contiguous``: the layout every recorded result in ``results/`` was trained with.
     """
     runtime = (runtime or Runtime(memory_format="contiguous")).for_rank()
-    with ExitStack() as held:
-        if runtime.is_main:
-            held.enter_context(FolderLock(out_dir, runtime.log))  # one writer per folder (see advpnml.lock)
+    with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.lock)
         return _train(config, train_set, Path(out_dir), val_set, runtime, resume, dataset_name, stop_after, time_limit)
 
 

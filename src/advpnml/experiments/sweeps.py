@@ -127,9 +127,9 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
             if paper_columns is not None and set(paper_columns) != {s.column for s in settings.attacks}:
                 paper_ok = result.robust_over(model_row, ["Natural", *paper_columns])
                 row[f"{model_row}/Paper attacks"] = paper_ok.float().mean().item()
-        if "defense/Natural" in result.timings:
-            row["defense_inference_s_per_sample"] = result.timings["defense/Natural"] / max(len(dataset), 1)
-            row["base_inference_s_per_sample"] = result.timings["base/Natural"] / max(len(dataset), 1)
+        if "defense/Natural" in result.timings and result.samples_timed:  # a point resumed in part: its own samples
+            row["defense_inference_s_per_sample"] = result.timings["defense/Natural"] / result.samples_timed
+            row["base_inference_s_per_sample"] = result.timings["base/Natural"] / result.samples_timed
         rows.append(row)
         log(f"  base best {pct(row.get('base/Best attack'))}, defense best {pct(row.get('defense/Best attack'))} "
             f"({row['seconds']:.0f} s)")
