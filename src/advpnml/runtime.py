@@ -35,7 +35,10 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 class Runtime:
     """device: where tensors live. dist: this process's place in a torchrun job (one process by default).
     memory_format: the model layout (:mod:`advpnml.models.layout`: ``auto``, ``channels_last``,
-    ``contiguous``). log: where messages go. progress: show progress bars.
+    ``contiguous``). precision: ``fp32``, or ``bf16`` autocast of the model's forward
+    (:mod:`advpnml.precision`; evaluation only, its agreement with fp32 measured by ``advpnml agreement``).
+    cuda_graphs: capture the PGD-training step as a CUDA graph (:mod:`advpnml.graphs`; eager off CUDA).
+    log: where messages go. progress: show progress bars.
 
     Only rank 0 logs and draws bars: :meth:`for_rank` returns the view a job uses.
     """
@@ -45,9 +48,14 @@ class Runtime:
     memory_format: str = "auto"
     log: Callable[[str], None] = print
     progress: bool = True
+    precision: str = "fp32"
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", resolve_device(self.device))
+        from .precision import check_precision
+
+        check_precision(self.precision)
 
     @property
     def is_main(self) -> bool:
@@ -73,11 +81,12 @@ QUIET = Runtime(log=silent, progress=False)
 
 @contextmanager
 def start_runtime(device: str | torch.device = "auto", memory_format: str = "auto",
-                  log: Callable[[str], None] = print, progress: bool = True) -> Iterator[Runtime]:
+                  log: Callable[[str], None] = print, progress: bool = True, precision: str = "fp32",
+                  cuda_graphs: bool = False) -> Iterator[Runtime]:
     """The runtime of a command: joins the torchrun job if there is one (each rank on its own GPU) and
     leaves it on exit; silent on ranks other than 0."""
     ctx, resolved = init_distributed(resolve_device(device))
     try:
-        yield Runtime(resolved, ctx, memory_format, log, progress).for_rank()
+        yield Runtime(resolved, ctx, memory_format, log, progress, precision, cuda_graphs).for_rank()
     finally:
         shutdown_distributed()

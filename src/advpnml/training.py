@@ -32,6 +32,7 @@ from .models import create_model, load_checkpoint, load_external, read_checkpoin
 from .models.checkpoint import load_weights
 from .models.registry import to_plain
 from .runtime import Runtime
+from .train_step import GraphedPgdStep, update_step
 from .validation import check_nonnegative
 
 METHODS = ("standard", "pgd", "fast")
@@ -218,6 +219,9 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
     steps_per_epoch = math.ceil(n / config.batch_size)
     use_amp = device.type == "cuda" and config.method == "fast"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    graphed = _graphed_step(config, model, trained, optimizer, bounds, runtime)
+    if graphed is not None:
+        x_all, y_all = x_all.to(device), y_all.to(device)  # one copy: a step's batch is then gathered on the device, not sent from the host
     end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
     started = time.perf_counter()
     for epoch in range(start_epoch, end_epoch):
@@ -229,7 +233,8 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
                 end_epoch = epoch
                 break
         order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
-        totals = {"loss": 0.0, "clean": 0, "adv": 0, "seen": 0}
+        order = order if graphed is None else order.to(device)
+        sums, seen = torch.zeros(3, dtype=torch.float64, device=device), 0  # loss * n, adversarially correct, clean correct
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs} [{config.method}]", disable=not progress, leave=False)
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
@@ -241,28 +246,20 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, progress_frac)
             eps = eps_at(config, epoch + step / steps_per_epoch)
-            x_train = adversarial_batch(model, x, y, config, eps, epoch, bounds=bounds,
-                                        seed=config.seed * 1_000_003 + epoch * 100_003 + step + ctx.rank * 7_919)
-            model.train()
-            with torch.autocast(device_type="cuda", enabled=use_amp):
-                logits = trained(x_train)
-                loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; weighting by the rank's share makes that the batch mean.
-            share = len(idx) * ctx.world_size / len(batch)
-            scaler.scale(loss * share if ctx.enabled else loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            with torch.no_grad():
-                totals["loss"] += loss.item() * len(y)
-                totals["adv"] += int((logits.argmax(1) == y).sum())
-                model.eval()
-                totals["clean"] += int((model(x).argmax(1) == y).sum()) if x_train is not x else int((logits.argmax(1) == y).sum())
-            totals["seen"] += len(y)
-            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", clean=f"{totals['clean'] / totals['seen']:.3f}",
-                            adv=f"{totals['adv'] / totals['seen']:.3f}")
+            seed = config.seed * 1_000_003 + epoch * 100_003 + step + ctx.rank * 7_919
+            if graphed is not None and eps > 0:
+                sums += graphed(x, y, eps, epoch >= config.epochs - config.adaptive_epochs, seed)
+            else:
+                x_train = adversarial_batch(model, x, y, config, eps, epoch, bounds=bounds, seed=seed)
+                # DDP averages gradients over ranks; weighting by the rank's share makes that the batch mean.
+                share = len(idx) * ctx.world_size / len(batch) if ctx.enabled else None
+                sums += update_step(model, trained, optimizer, scaler, x, y, x_train, share, use_amp)
+            seen += len(y)
+            if step % 20 == 0 or step == steps_per_epoch - 1:  # reading the sums waits for the device: not every step
+                loss_sum, adv, clean = sums.tolist()
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", clean=f"{clean / seen:.3f}", adv=f"{adv / seen:.3f}")
         bar.close()
-        totals = dict(zip(totals, ctx.sum(list(totals.values()))))
+        totals = dict(zip(("loss", "adv", "clean", "seen"), ctx.sum([*sums.tolist(), seen])))
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "eps": eps, "loss": totals["loss"] / totals["seen"],
                "train_clean_acc": totals["clean"] / totals["seen"], "train_adv_acc": totals["adv"] / totals["seen"],
                "seconds": time.perf_counter() - t0}
@@ -289,6 +286,23 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
             f"PGD-{validation['pgd_steps']} at eps {config.eps:g}: {100 * validation['pgd_acc']:.1f}%")
     ctx.barrier()
     return model, history
+
+
+def _graphed_step(config: TrainConfig, model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer,
+                  bounds: tuple[float, float] | None, runtime: Runtime) -> GraphedPgdStep | None:
+    """The CUDA-graph step ``runtime.cuda_graphs`` asks for, or None (logged) where it does not apply.
+
+    Off CUDA the step still runs, eagerly (:class:`~advpnml.graphs.GraphedStep` falls back): the same values."""
+    if not runtime.cuda_graphs:
+        return None
+    why = ("it captures PGD training, not " + config.method if config.method != "pgd" else
+           "it captures SGD, whose update reads no step counter, not " + config.optimizer if config.optimizer != "sgd" else
+           "DistributedDataParallel's gradient hooks are not captured" if runtime.dist.enabled else None)
+    if why:
+        runtime.log(f"--cuda-graphs ignored: {why}; training eagerly")
+        return None
+    return GraphedPgdStep(model, trained, optimizer, config.attack_steps, config.attack_step_size, config.refine_eps,
+                          bounds, runtime.log)
 
 
 def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, device: torch.device | str = "cpu",

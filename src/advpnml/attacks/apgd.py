@@ -71,6 +71,18 @@ class APGD(Attack):
     def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor | None]:
         return [None]
 
+    def start_point(self, x: torch.Tensor) -> torch.Tensor:
+        """The first restart's starting point, as :meth:`perturb` draws it (a fresh generator seeded with ``seed``)."""
+        return self._random_start(x, self.generator(x.device))
+
+    def from_start(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """One untargeted run from ``start`` without input checks or mode changes: no host synchronization, so a
+        CUDA graph can capture it (:class:`advpnml.graphs.GraphedAttack`). With one restart,
+        ``from_start(m, x, y, start_point(x))`` is ``perturb(m, x, y)``."""
+        if type(self)._targets is not APGD._targets:
+            raise ValueError(f"from_start runs the untargeted APGD; {type(self).__name__} loops over targets")
+        return self._run(model, x, y, start, None)[0]
+
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         return attack_objective(self.loss, logits, y, targeted=False)
 
@@ -110,10 +122,14 @@ class APGD(Attack):
             loss, logits, grad = self._loss_grad(model, x_adv, y, target)
             with torch.no_grad():
                 # Among fooling iterates keep the highest-loss one: deeper points transfer better.
+                # Selections by torch.where, not boolean indexing: the same values without a host sync per step,
+                # so a restart is one fixed sequence of kernels a CUDA graph can capture (advpnml.graphs).
                 hit = self.fooled(logits, y) & (loss > loss_fool)
-                x_fool[hit], loss_fool[hit], fooled = x_adv[hit], loss[hit], fooled | hit
+                x_fool, loss_fool, fooled = torch.where(hit.view(view), x_adv, x_fool), torch.where(hit, loss, loss_fool), fooled | hit
                 improved = loss > loss_best
-                x_best[improved], grad_best[improved], loss_best[improved] = x_adv[improved], grad[improved], loss[improved]
+                x_best = torch.where(improved.view(view), x_adv, x_best)
+                grad_best = torch.where(improved.view(view), grad, grad_best)
+                loss_best = torch.where(improved, loss, loss_best)
                 history.append(loss)
                 if i + 1 in marks:
                     window = i + 1 - last_mark
@@ -121,8 +137,9 @@ class APGD(Attack):
                     oscillating = increases <= self.rho * window
                     stalled = ~reduced_at_mark & (loss_best_at_mark >= loss_best)
                     reduce = oscillating | stalled
-                    step[reduce] /= 2
-                    x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
+                    step = torch.where(reduce, step / 2, step)
+                    x_adv = torch.where(reduce.view(view), x_best, x_adv)
+                    grad = torch.where(reduce.view(view), grad_best, grad)
                     reduced_at_mark, loss_best_at_mark, last_mark = reduce, loss_best.clone(), i + 1
         keep = torch.where(fooled.view(view), x_fool, x_best)
         return keep, loss_best, fooled

@@ -97,6 +97,19 @@ class PGD(Attack):
             best[sel], best_loss[sel], best_fooled[sel] = adv[better], loss[better], fooled[better]
         return best
 
+    def start_point(self, x: torch.Tensor) -> torch.Tensor:
+        """The first restart's starting point, as :meth:`perturb` draws it (from a fresh generator seeded with ``seed``)."""
+        return self._start(x, self.generator(x.device))
+
+    def from_start(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """One restart from ``start`` without input checks or mode changes (the caller puts ``model`` in eval mode):
+        with one restart and ``early_stop`` off it makes no host synchronization, so a CUDA graph can capture it
+        (:class:`advpnml.graphs.GraphedStep`). ``from_start(m, x, y, start_point(x))`` is ``perturb(m, x, y)``."""
+        if self.restarts != 1 or self.early_stop or self.selection != "best":
+            raise ValueError(f"from_start runs one restart of the 'best' selection without early stop; this PGD has "
+                             f"restarts={self.restarts}, early_stop={self.early_stop!r}, selection={self.selection!r}")
+        return self._run(model, x, y, start)[0]
+
     def _highest_final_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The official code's rule: every restart's last iterate, per sample the one of highest final loss."""
         best, best_loss = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)

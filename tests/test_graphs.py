@@ -1,0 +1,91 @@
+"""CUDA-graph capture falls back to the same eager values off CUDA; on a GPU (the device script) it captures and agrees."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import advpnml
+from advpnml.attacks import APGD, PGD
+from advpnml.graphs import GraphedAttack, GraphedStep
+from advpnml.runtime import QUIET
+from advpnml.training import TrainConfig, train
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_off_cuda_a_step_runs_eagerly_and_says_why_once():
+    messages = []
+    step = GraphedStep(lambda a, b: a * 2 + b, log=messages.append)
+    for i in range(5):
+        out = step(torch.full((3,), float(i)), torch.ones(3))
+        assert torch.equal(out, torch.full((3,), 2.0 * i + 1))
+    assert not step.captured and messages == ["CUDA graphs need CUDA tensors, got cpu; running eagerly"]
+    assert GraphedStep(lambda a: a, enabled=False).reason == "capture disabled"
+
+
+@pytest.mark.parametrize("attack", [PGD(0.3, 4, 0.05, seed=3), APGD(0.3, 8, seed=3)], ids=["pgd", "apgd"])
+def test_a_graphed_attack_is_the_attack_itself(tiny_cnn, mnist5k_test, attack):
+    x, y = mnist5k_test.x[:6], mnist5k_test.y[:6]
+    graphed = GraphedAttack(attack)
+    for _ in range(3):  # warm-up calls and the call that would capture
+        assert torch.equal(graphed(tiny_cnn, x, y), attack(tiny_cnn, x, y))
+
+
+def test_only_sync_free_runs_start_from_a_given_point(tiny_cnn, mnist5k_test):
+    x, y = mnist5k_test.x[:2], mnist5k_test.y[:2]
+    with pytest.raises(ValueError, match="restarts=2"):
+        PGD(0.3, 2, 0.1, restarts=2).from_start(tiny_cnn, x, y, x)
+    with pytest.raises(ValueError, match="APGDT loops over targets"):
+        advpnml.attacks.APGDT(0.3, 2).from_start(tiny_cnn, x, y, x)
+    with pytest.raises(ValueError, match="from_start"):
+        GraphedAttack(advpnml.attacks.FGSM(0.3))
+
+
+def _train(graphs: bool, messages: list[str], tmp_path, device: str = "cpu", **overrides):
+    settings = dict(arch="madry_cnn", arch_kwargs={"width": 0.25}, epochs=2, batch_size=25, attack_steps=3,
+                    attack_step_size=0.1, adaptive_epochs=1, eps=0.3)
+    config = TrainConfig(**{**settings, **overrides})
+    runtime = replace(QUIET, device=torch.device(device), memory_format="contiguous", cuda_graphs=graphs, log=messages.append)
+    return train(config, advpnml.load_dataset("mnist5k", "train", n=100), tmp_path / f"run{int(graphs)}", runtime=runtime)
+
+
+def test_training_with_cuda_graphs_gives_the_eager_weights_and_history(tmp_path):
+    """The captured step's function, run eagerly on CPU, is the default step: PGD epochs and an adaptive one."""
+    messages: list[str] = []
+    eager, eager_history = _train(False, messages, tmp_path)
+    graphed, history = _train(True, messages, tmp_path)
+    for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in history] == \
+           [{k: v for k, v in h.items() if k != "seconds"} for h in eager_history]
+    assert "CUDA graphs need CUDA tensors, got cpu; running eagerly" in messages
+
+
+def test_cuda_graphs_are_ignored_with_a_reason_where_they_do_not_apply(tmp_path):
+    messages: list[str] = []
+    _train(True, messages, tmp_path, method="fast", adaptive_epochs=0, epochs=1)
+    assert any("--cuda-graphs ignored: it captures PGD training, not fast" in m for m in messages)
+
+
+@cuda
+def test_on_a_gpu_the_attack_is_captured_and_agrees_with_eager(mnist5k_test):
+    torch.manual_seed(0)
+    model = advpnml.create_model("madry_cnn").cuda().eval()
+    x, y = mnist5k_test.x[:64].cuda(), mnist5k_test.y[:64].cuda()
+    attack = PGD(0.3, 10, 0.02, seed=1, keep_best=False)
+    graphed = GraphedAttack(attack)
+    for _ in range(3):
+        replayed = graphed(model, x, y)
+    assert graphed.graph.captured
+    assert (replayed == attack(model, x, y)).float().mean() > 0.99  # same kernels; a sign may flip on a cuDNN algorithm change
+
+
+@cuda
+def test_on_a_gpu_captured_training_follows_eager_training(tmp_path):
+    messages: list[str] = []
+    eager, eager_history = _train(False, messages, tmp_path, device="cuda")
+    graphed, history = _train(True, messages, tmp_path, device="cuda")
+    assert not any("running eagerly" in m for m in messages), messages
+    assert abs(history[-1]["loss"] - eager_history[-1]["loss"]) < 0.05
