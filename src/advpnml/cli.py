@@ -19,6 +19,7 @@ from .experiments.sweeps import parse_values, sweep_run
 from .experiments.toy import run_toy
 from .jobs import Run, describe, detect, evaluate_and_report, evaluate_protocols, load_model, load_run, predict
 from .models import MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES
+from .precision import PRECISIONS
 from .runtime import Runtime, start_runtime
 from .training import TrainConfig, train
 
@@ -26,7 +27,8 @@ from .training import TrainConfig, train
 def _in_runtime(job):
     """A command running ``job(args, runtime)`` in the runtime its ``--device`` (and ``--memory-format``) ask for."""
     def command(args: argparse.Namespace) -> int:
-        with start_runtime(args.device, getattr(args, "memory_format", "auto")) as runtime:
+        with start_runtime(args.device, getattr(args, "memory_format", "auto"), precision=getattr(args, "precision", "fp32"),
+                           cuda_graphs=getattr(args, "cuda_graphs", False)) as runtime:
             job(args, runtime)
         return 0
     return command
@@ -99,7 +101,7 @@ def cmd_sweep(args: argparse.Namespace, runtime: Runtime) -> None:
 def cmd_bench(args: argparse.Namespace, runtime: Runtime) -> None:
     print(f"benchmarking on {runtime.device} with {args.threads or torch.get_num_threads()} threads, median of {args.repeats} runs")
     result = run_benchmark(args.models.split(",") if args.models else None, runtime.device, args.threads, args.repeats, args.batch,
-                           args.out, loops=not args.skip_loops, memory_format=runtime.memory_format)
+                           args.out, loops=not args.skip_loops, memory_format=runtime.memory_format, accel=args.accel)
     print(f"\n{format_table(result)}\n\n{result['seconds']:.0f} s; wrote {args.out}")
 
 
@@ -189,9 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop before an epoch that would end past this many minutes; --resume continues")
     _layout_arg(p, "contiguous", " (auto trains ~1.2x faster on CPU, but not the model results/ records)")
+    p.add_argument("--cuda-graphs", action="store_true", help="capture each PGD-training step as one CUDA graph (same values)")
     p = command(sub, "evaluate", _in_runtime(cmd_evaluate), "robust accuracy of base and defense under the config's attacks",
                 [model, data, evaluation])
     p.add_argument("--no-defense", action="store_true", help="evaluate the base model only")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: autocast the classifier; with --no-defense "
+                   "only (results/precision_agreement_cpu; default: %(default)s)")
     p = command(sub, "toy", _in_runtime(lambda a, rt: run_toy(a.out, a.config, a.set, rt, a.seed)), "the paper's 2-D toy "
                 "example (Fig. 1): table and probability-surface figure", [_group(lambda q: _config_args(q, "toy2d", False))])
     p.add_argument("--out", default="runs/toy", help="output folder (default: %(default)s)")
@@ -234,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement, after one warm-up (default: %(default)s)")
     p.add_argument("--batch", type=int, default=None, help="batch size for every model (default: per model and device)")
     p.add_argument("--skip-loops", action="store_true", help="skip the naive reference loops (a quick re-check)")
+    p.add_argument("--accel", action="store_true", help="add FLOPs, TFLOP/s, peak fraction and bf16/channels_last/CUDA-graph rows")
     _layout_arg(p, "auto", "; the references use the fastest")
     p.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
     p = command(sub, "demo", _in_runtime(lambda a, rt: run_demo(Path(a.out), rt, a.retrain, a.n)),

@@ -29,6 +29,7 @@ from .data import dataset_bounds
 from .defense import AdversarialPnml
 from .distributed import DistContext
 from .identity import run_identity
+from .precision import with_precision
 from .lock import hold
 from .models.layout import use_memory_format
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
@@ -69,11 +70,22 @@ def evaluate(
 
     ``model`` is moved to ``runtime.device`` and, by ``runtime.memory_format`` (see
     :mod:`advpnml.models.layout`), to channels_last when it is convolutional and on CPU: same values,
-    faster there.
+    faster there. ``runtime.precision="bf16"`` runs the classifier under bf16 autocast (:mod:`advpnml.precision`;
+    the records header names it, so an fp32 run never resumes a bf16 one).
     """
     runtime = (runtime or Runtime()).for_rank()
+    check_precision_for(settings, runtime.precision)
     with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.lock)
         return _evaluate(model, dataset, settings, out_dir, runtime, resume)
+
+
+def check_precision_for(settings: EvalSettings, precision: str) -> None:
+    """bf16 evaluates the base model only: through the defense it weakened the adaptive attack (measured on CPU,
+    ``results/precision_agreement_cpu``: MNIST LeNet-5, 500 images, 57.6% of PGD-20 outcomes as in fp32, 73.8% vs
+    31.4% robust), so a bf16 defense column would overstate the defense."""
+    if precision != "fp32" and settings.defense is not None:
+        raise ValueError(f"--precision {precision} evaluates the base model only (add --no-defense): through the defense it "
+                         "weakened the adaptive attack (MNIST: 57.6% of outcomes as in fp32; results/precision_agreement_cpu)")
 
 
 def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_dir: str | os.PathLike | None,
@@ -83,6 +95,8 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
     model = model.to(device).eval()
     use_memory_format(model, device, runtime.memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
     bounds = dataset_bounds(dataset)
+    identity = run_identity(model, dataset, runtime.precision) if out_dir is not None else None  # what a resume must match
+    model = with_precision(model, runtime.precision)
     models: dict[str, nn.Module] = {"base": model}
     if settings.defense is not None:
         models["defense"] = AdversarialPnml.from_spec(model, settings.defense, bounds).eval()
@@ -91,7 +105,6 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
         for path in record_files(out):
             path.unlink()
     ctx.barrier()
-    identity = run_identity(model, dataset) if out is not None else None  # what a resume must match besides settings
     done = read_all_records(out, settings, identity) if out is not None and resume else {}
     ctx.barrier()  # every rank has read the old files before any rank truncates or appends to its own
     store = None

@@ -43,21 +43,29 @@ def data_digest(dataset: Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_identity(model: nn.Module, dataset: Dataset) -> dict[str, str]:
-    """The content a run depends on, as stored in its records header."""
+def run_identity(model: nn.Module, dataset: Dataset, precision: str = "fp32") -> dict[str, str]:
+    """The content a run depends on, as stored in its records header (``precision`` only when not fp32, so the
+    headers of every fp32 run, older ones included, stay as they were)."""
     from . import __version__
 
     return {"model_sha256": model_digest(model), "data_sha256": data_digest(dataset), "advpnml": __version__,
-            "torch": torch.__version__}
+            "torch": torch.__version__, **({"precision": precision} if precision != "fp32" else {})}
 
 
 _WHAT = {"model_sha256": "the model's weights", "data_sha256": "the data", "advpnml": "the advpnml version",
-         "torch": "the torch version"}
+         "torch": "the torch version", "precision": "the precision"}
+#: what a header without the key means
+_DEFAULTS = {"precision": "fp32"}
 
 
 def identity_changes(stored: dict[str, Any] | None, current: dict[str, str]) -> list[str]:
     """What differs between a stored identity and the current one (nothing when none was stored: older files)."""
     if not stored:
         return []
-    return [f"{_WHAT.get(key, key)} ({stored[key]} -> {value})" for key, value in current.items()
-            if key in stored and stored[key] != value]
+    changes = []
+    for key in dict.fromkeys([*current, *_DEFAULTS]):
+        if key in stored or key in _DEFAULTS:
+            old, new = stored.get(key, _DEFAULTS.get(key)), current.get(key, _DEFAULTS.get(key))
+            if old != new:
+                changes.append(f"{_WHAT.get(key, key)} ({old} -> {new})")
+    return changes

@@ -26,6 +26,7 @@ from .defense import AdversarialPnml
 from .evaluation import build_attack, evaluate
 from .lock import hold
 from .models import CheckpointError, default_checkpoint, load_checkpoint, load_external, use_memory_format
+from .precision import with_precision
 from .protocols import write_comparison
 from .records import EvalResult
 from .reporting import markdown_table, summary_table, write_report
@@ -116,7 +117,7 @@ def _check_and_report(run: Run, result: EvalResult, out: Path, runtime: Runtime,
         x = torch.stack([h[0] for h in head]).to(runtime.device)
         y = torch.as_tensor([int(h[1]) for h in head]).to(runtime.device)
         runtime.log(f"\ngradient-masking checks on {len(y)} samples:")
-        found = masking_checks(model.to(runtime.device), x, y, settings.eps, settings.defense, result, dataset.info.bounds,
+        found = masking_checks(with_precision(model.to(runtime.device), runtime.precision), x, y, settings.eps, settings.defense, result, dataset.info.bounds,
                                log=runtime.log)
     paper = run.preset.paper_numbers(settings.dataset, settings.eps)
     paths = write_report(result, out, paper=paper, checks=found)
