@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .allocator import allocator_description
 from .attacks import PGD
 from .defense import AdversarialPnml
+from .hardware_bench import bench_hardware, format_hardware
 from .models import create_model, resolve_memory_format, set_memory_format
 from .models.layout import has_conv2d
 
@@ -292,11 +293,14 @@ def bench_pgd_overhead(device: torch.device, repeats: int) -> dict[str, Any]:
 
 def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "cpu", threads: int | None = None,
                   repeats: int = 5, batch: int | None = None, out: str | os.PathLike | None = None,
-                  log: Callable[[str], None] = print, loops: bool = True, memory_format: str = "auto") -> dict[str, Any]:
+                  log: Callable[[str], None] = print, loops: bool = True, memory_format: str = "auto",
+                  accel: bool = False) -> dict[str, Any]:
     """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case), then
     PGD's launch-bound case (:func:`bench_pgd_overhead`) when any case runs PGD.
 
-    ``loops=False`` skips the naive reference loops (the slow part), for a quick re-check.
+    ``loops=False`` skips the naive reference loops (the slow part), for a quick re-check. ``accel`` adds,
+    per case of :data:`CASES`, the hardware rows of :mod:`advpnml.hardware_bench` (FLOPs, TFLOP/s, peak
+    fraction; bf16, channels_last and CUDA-graph variants) under ``result["hardware"]``.
     """
     device = torch.device(device)
     if threads:
@@ -327,6 +331,11 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
         save()
     if any(name in CASES for name in names):
         result["pgd_overhead"] = bench_pgd_overhead(device, repeats)
+        save()
+    for name in [n for n in names if n in CASES and accel]:
+        arch, kwargs, shape, cpu_batch, gpu_batch = CASES[name]
+        model, x = random_case(arch, kwargs, shape, batch or (gpu_batch if device.type == "cuda" else cpu_batch), device)
+        result.setdefault("hardware", []).append(bench_hardware(name, model, x, device, result["device"], repeats, measure_rounds, log=log))
         save()
     return result
 
@@ -366,4 +375,6 @@ def format_table(result: dict[str, Any]) -> str:
                   f"ours / theirs {ratio(o['ours_over_torchattacks'])}") if "torchattacks_s" in o else "torchattacks not installed"
         lines += ["", f"PGD-{o['steps']} launch-bound ({o['model']}, batch {o['batch']}; time per call, operators dispatched per call): "
                       f"ours {ms(o['ours_s'])} ms, {o['ours_ops_per_call']} ops; {theirs}"]
+    if result.get("hardware"):
+        lines += ["", format_hardware(result["hardware"], result["device"])]
     return "\n".join(lines)
