@@ -42,6 +42,7 @@ def test_the_hardware_rows_run_every_variant_on_cpu(tiny_cnn):
     row = bench_hardware("tiny", tiny_cnn, x, torch.device("cpu"), "x86_64", 1, measure_rounds, pgd_steps=1, apgd_steps=2,
                          log=lambda m: None)
     keys = set(row["contenders"])
-    assert {"defense/fp32", "defense/fp32_cl", "defense/bf16_cl", "pgd/bf16_cl+graph", "apgd/fp32+graph"} <= keys
+    assert {"defense/fp32", "defense/fp32_cl", "defense/bf16_cl", "pgd/bf16_cl+graph", "apgd/fp32+graph",
+            "adaptive/fp32", "adaptive/fp32_cl+graph"} <= keys and "adaptive/bf16_cl" not in keys
     assert all(v > 0 for v in row["flops"].values()) and row["defense_speedup"] > 0
     assert "| tiny (batch 2) | defense/fp32 |" in format_hardware([row], "x86_64")

@@ -169,6 +169,10 @@ def train(
     Madry CNN (batch 50) 140 vs 171 ms, but float sums run in another order, so the trained model
     differs slightly (the demo's worst cases: base 68 / defense 19% vs 69 / 24%). Without a runtime,
     ``contiguous``: the layout every recorded result in ``results/`` was trained with.
+
+    ``runtime.cuda_graphs`` runs each PGD-training step as one captured CUDA graph
+    (:class:`~advpnml.train_step.GraphedPgdStep`): the same values (bit for bit on CPU, where it runs
+    eagerly), one launch per step on a GPU instead of the thousands a PGD-40 step issues.
     """
     runtime = (runtime or Runtime(memory_format="contiguous")).for_rank()
     with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.lock)
