@@ -29,9 +29,9 @@ from .data import dataset_bounds
 from .defense import AdversarialPnml
 from .distributed import DistContext
 from .identity import run_identity
-from .precision import with_precision
 from .lock import hold
 from .models.layout import use_memory_format
+from .precision import with_precision
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
 from .runtime import Runtime
 

@@ -31,7 +31,8 @@ class GraphedStep:
         enabled: capture at all. On a non-CUDA device, or when capture fails, every call runs ``fn``
             eagerly (the same values) and :attr:`reason` says why, logged once.
         warmup: eager calls on a side stream before the first capture (cuBLAS/cuDNN set-up, lazily
-            created state such as optimizer buffers), as PyTorch's capture rules require.
+            created state such as optimizer buffers), as PyTorch's capture rules require; one before
+            each later capture under a new ``key``.
         max_captures: a ``key`` that keeps changing (a per-step learning-rate schedule) would recapture
             every call, slower than eager: past this many captures the step stays eager.
         log: where the fallback's one-line reason goes.
@@ -56,6 +57,8 @@ class GraphedStep:
         self._static_in: tuple[torch.Tensor, ...] = ()
         self._static_out: Any = None
         self._shapes: tuple | None = None
+        self._warm_key: Hashable = object()
+        self._warm_calls = 0
 
     @property
     def captured(self) -> bool:
@@ -77,15 +80,18 @@ class GraphedStep:
                 static.copy_(value)
             self._graph.replay()
             return self._static_out
-        if self.calls <= self.warmup:
+        if key != self._warm_key:  # a new key: its own eager warm-up (new shapes inside, e.g. through the defense)
+            self._warm_key, self._warm_calls = key, 0
+        if self._warm_calls < (self.warmup if self.captures == 0 else 1):
+            self._warm_calls += 1
             return self._on_side_stream(inputs)
         if self.captures >= self.max_captures:
             self._fall_back(f"captured {self.captures} times (its key {key!r} keeps changing); running eagerly")
             return self.fn(*inputs)
         try:
             self._capture(inputs, key)
-        except RuntimeError as err:
-            self._fall_back(f"CUDA graph capture failed ({str(err).splitlines()[0][:200]}); running eagerly")
+        except Exception as err:  # noqa: BLE001 - any failure to capture means: run eagerly, as documented
+            self._fall_back(f"CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); running eagerly")
             torch.cuda.synchronize()
             return self.fn(*inputs)
         self._graph.replay()

@@ -127,7 +127,10 @@ def bench_hardware(name: str, model: nn.Module, x: torch.Tensor, device: torch.d
 
 def format_hardware(rows: list[dict[str, Any]], device_name: str) -> str:
     """The ``--accel`` rows as Markdown: one line per model and contender."""
-    lines = [f"device: {device_name}; peak fraction against the dense TF32 (fp32 variants) or bf16 tensor-core peak", "",
+    known = any(e.get("peak_fraction") is not None for r in rows for e in r["contenders"].values())
+    peak = ("peak fraction against the dense TF32 (fp32 variants) or bf16 tensor-core peak" if known
+            else "no peak on file for this device (advpnml.flops.PEAK_TFLOPS)")
+    lines = [f"device: {device_name}; {peak}", "",
              "| model | call | GFLOP | ms | img/s | TFLOP/s | of peak |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         for key, e in r["contenders"].items():
