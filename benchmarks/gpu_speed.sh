@@ -40,7 +40,7 @@ if [ -n "$QUICK" ]; then  # a dry run: every step, tiny sizes
     BENCH="--models mnist_cnn --batch 2 --repeats 1"; TRAIN="--eager-samples 100 --graph-samples 100 --adaptive-samples 50 --steps 2"
     AGREE="--samples 20 --steps 2"
 else
-    BENCH="--repeats 5"; TRAIN=""; AGREE="--samples 500 --steps 20"
+    BENCH="--repeats 3"; TRAIN="--graph-samples 30000"; AGREE="--samples 500 --steps 20"
 fi
 
 say "machine"
