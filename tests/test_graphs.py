@@ -8,7 +8,9 @@ import torch
 
 import advpnml
 from advpnml.attacks import APGD, PGD
-from advpnml.graphs import GraphedAttack, GraphedStep
+from advpnml.defense import AdversarialPnml
+from advpnml.graphs import GraphedAttack, GraphedStep, host_syncs
+from advpnml.train_step import GraphedPgdStep
 from advpnml.runtime import QUIET
 from advpnml.training import TrainConfig, train
 
@@ -89,3 +91,25 @@ def test_on_a_gpu_captured_training_follows_eager_training(tmp_path):
     graphed, history = _train(True, messages, tmp_path, device="cuda")
     assert not any("running eagerly" in m for m in messages), messages
     assert abs(history[-1]["loss"] - eager_history[-1]["loss"]) < 0.05
+
+
+@pytest.mark.parametrize("loss", ["ce", "margin"])
+def test_what_a_graph_captures_makes_no_host_sync(tiny_cnn, mnist5k_test, loss):
+    """The CPU stand-in for a capture on a GPU: no .item(), bool(tensor) or data-sized output in the captured calls."""
+    x, y = mnist5k_test.x[:4], mnist5k_test.y[:4]
+    defended = AdversarialPnml(tiny_cnn, 0.1, check_inputs=False, max_batch=40)
+    for target in (tiny_cnn, defended):
+        for attack in (PGD(0.3, 2, 0.1, loss=loss), PGD(0.3, 2, 0.1, loss=loss, keep_best=False), APGD(0.3, 4, loss=loss)):
+            start = attack.start_point(x)
+            assert host_syncs(lambda: attack.from_start(target, x, y, start)) == [], (type(target).__name__, attack)
+    model = advpnml.create_model("madry_cnn", width=0.25)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    step = GraphedPgdStep(model, model, optimizer, steps=2, step_size=0.1, refine_eps=0.1, bounds=(0.0, 1.0), log=lambda m: None)
+    for adaptive in (False, True):
+        step(x, y, 0.3, adaptive, seed=0)  # the first call builds what later calls reuse (the defense, optimizer state)
+        step._attack = PGD(0.3, 2, 0.1, seed=1)
+        start = step._attack.start_point(x)
+        assert host_syncs(lambda: step._step(x, y, start)) == [], f"adaptive={adaptive}"
+    assert host_syncs(lambda: x.sum().item()) == ["_local_scalar_dense"]
+    assert host_syncs(lambda: x[x > 0.5]) == ["index with a boolean mask"]
+    assert host_syncs(lambda: x.clone().__setitem__(x > 0.5, 0.0)) == ["index_put_ with a boolean mask"]

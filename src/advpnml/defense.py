@@ -237,7 +237,9 @@ class AdversarialPnml(nn.Module):
         else:
             x, logits = shared
         probs = logits.detach().float().softmax(-1).to(logits.dtype)
-        cotangents = probs.unsqueeze(0) - F.one_hot(labels.t(), logits.shape[-1]).to(logits.dtype)  # (H, N, C)
+        # onehot(y_i) by scatter: F.one_hot checks the labels' range on the host (a device sync a CUDA graph cannot hold)
+        onehot = probs.new_zeros((h, n, logits.shape[-1])).scatter_(-1, labels.t().unsqueeze(-1), 1.0)
+        cotangents = probs.unsqueeze(0) - onehot  # (H, N, C)
         per_chunk = max(1, self._max_batch(x) // max(n, 1))
         grads = []
         for i in range(0, h, per_chunk):

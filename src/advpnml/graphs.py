@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .runtime import silent
 
@@ -148,3 +149,32 @@ class GraphedAttack:
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         return self.attack.from_start(self._model, x, y, start)
+
+
+#: operators that copy a value from the device to the host (``.item()``, ``bool(t)``) or size an output by data;
+#: indexing with a boolean mask is caught too: each waits for the device, which a captured graph cannot do
+SYNCING_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "repeat_interleave")
+_INDEXING_OPS = ("index", "index_put", "index_put_", "_index_put_impl_")
+
+
+class _SyncRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._overloadpacket.__name__
+        if name in SYNCING_OPS:
+            self.found.append(name)
+        elif name in _INDEXING_OPS and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] or ()):
+            self.found.append(f"{name} with a boolean mask")  # sized by the mask's count: a nonzero on the device
+        return func(*args, **(kwargs or {}))
+
+
+def host_syncs(fn: Callable[[], Any]) -> list[str]:
+    """The operators of one call of ``fn`` that would make a CUDA device wait for the host (see :data:`SYNCING_OPS`),
+    in order: empty for a function a CUDA graph can capture. Runs on any device, so the CPU tests check what a
+    GPU capture needs."""
+    with _SyncRecorder() as recorder:
+        fn()
+    return recorder.found

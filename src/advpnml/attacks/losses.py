@@ -15,7 +15,8 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Carlini-Wagner margin ``max_{j != y} z_j - z_y`` per sample; > 0 means misclassified."""
     true = logits.gather(1, y.unsqueeze(1)).squeeze(1)
-    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    # The true class masked by scatter: F.one_hot checks the labels on the host on CPU (advpnml.graphs.host_syncs).
+    others = logits.masked_fill(torch.zeros_like(logits, dtype=torch.bool).scatter_(1, y.unsqueeze(1), True), float("-inf"))
     return others.max(1).values - true
 
 
