@@ -53,3 +53,14 @@ def test_an_fp32_run_never_resumes_a_bf16_one_and_bf16_never_evaluates_the_defen
     with pytest.raises(RunMismatchError, match=r"the precision \(bf16 -> fp32\)"):
         evaluate(standard_model, data, settings, tmp_path, QUIET)
     assert len(evaluate(standard_model, data, settings, tmp_path, Runtime(log=QUIET.log, progress=False, precision="bf16")).records) == 4
+
+
+def test_the_command_line_refuses_a_bf16_defense_in_one_line(standard_model, tmp_path, capsys):
+    from advpnml.cli import main
+    from advpnml.models import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--samples", "2", "--precision", "bf16", "--device", "cpu",
+                 "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--precision bf16 evaluates the base model only (add --no-defense)" in err
