@@ -145,7 +145,8 @@ class GraphedAttack:
         self._model = model
         start = self.attack.start_point(x)
         with eval_mode(model), frozen_parameters(model):  # at capture and in eager runs; a replay keeps what it recorded
-            return self.graph(x, y, start, key=id(model)).clone()
+            # The model itself is the key (compared by identity, and held by the graph, so no other model can take its id).
+            return self.graph(x, y, start, key=model).clone()
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         return self.attack.from_start(self._model, x, y, start)
