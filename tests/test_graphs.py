@@ -1,10 +1,12 @@
 """CUDA-graph capture falls back to the same eager values off CUDA; on a GPU (the device script) it captures and agrees."""
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import advpnml
 from advpnml.attacks import APGD, PGD
@@ -113,3 +115,103 @@ def test_what_a_graph_captures_makes_no_host_sync(tiny_cnn, mnist5k_test, loss):
     assert host_syncs(lambda: x.sum().item()) == ["_local_scalar_dense"]
     assert host_syncs(lambda: x[x > 0.5]) == ["index with a boolean mask"]
     assert host_syncs(lambda: x.clone().__setitem__(x > 0.5, 0.0)) == ["index_put_ with a boolean mask"]
+
+
+class _Tape(TorchDispatchMode):
+    """Records every operator a call runs, with its tensors; replaying runs them again on the same tensors and writes each
+    result into the tensor the recording produced: a CUDA graph's semantics (fixed memory, Python not run again) on CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.ops.append((func, args, kwargs or {}, out))
+        return out
+
+    @torch.no_grad()
+    def replay(self) -> None:
+        for func, args, kwargs, out in self.ops:
+            new = func(*args, **kwargs)
+            olds, news = (out, new) if isinstance(out, (tuple, list)) else ((out,), (new,))
+            for old, fresh in zip(olds, news):
+                if isinstance(old, torch.Tensor) and old is not fresh:
+                    old.copy_(fresh)
+
+
+class _FakeGraph:
+    """A CUDA graph stand-in: the capture ran the step once for real, so the first replay is that run."""
+
+    def __init__(self) -> None:
+        self.tape, self.replays = _Tape(), 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        if self.replays > 1:
+            self.tape.replay()
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """CPU tensors treated as capturable, CUDA's stream and graph calls replaced by the tape."""
+    import contextlib
+
+    import advpnml.graphs as graphs
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    @contextlib.contextmanager
+    def capture(graph):
+        with graph.tape:
+            yield
+
+    graphs_made: list[_FakeGraph] = []
+    monkeypatch.setattr(graphs, "_capturable", lambda tensor: True)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: graphs_made.append(_FakeGraph()) or graphs_made[-1])
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    return graphs_made
+
+
+def test_a_replayed_step_reads_new_inputs_and_keys_recapture(fake_cuda):
+    step = GraphedStep(lambda a, b: a * 2 + b, warmup=2, max_captures=2)
+    calls = [(torch.full((3,), float(i)), torch.ones(3), "k1" if i < 5 else "k2") for i in range(8)]
+    for a, b, key in calls:
+        assert torch.equal(step(a, b, key=key), a * 2 + b)
+    # two warm-up calls, a capture at the third, replays; the new key: one warm-up call, then its own capture
+    assert step.captures == 2 and [g.replays for g in fake_cuda] == [3, 2] and step.reason is None
+    assert torch.equal(step(torch.zeros(5), torch.ones(5), key="k2"), torch.ones(5)), "another shape runs eagerly"
+    step(torch.ones(3), torch.ones(3), key="k3")  # a third key: warm-up
+    step(torch.ones(3), torch.ones(3), key="k3")  # past max_captures: eager for good
+    assert "keeps changing" in step.reason and not step.captured
+
+
+def test_a_captured_and_replayed_training_step_gives_the_eager_weights(fake_cuda, mnist5k_test):
+    """PGD steps, then adaptive steps through the defense, replayed from the tape: weight for weight the eager update."""
+    from advpnml.train_step import update_step
+
+    x_all, y_all = mnist5k_test.x[:50], mnist5k_test.y[:50]
+    torch.manual_seed(0)
+    model = advpnml.create_model("madry_cnn", width=0.25)
+    reference = copy.deepcopy(model)
+    sgd = dict(lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optimizer, ref_optimizer = torch.optim.SGD(model.parameters(), **sgd), torch.optim.SGD(reference.parameters(), **sgd)
+    step = GraphedPgdStep(model, model, optimizer, steps=3, step_size=0.1, refine_eps=0.1, bounds=(0.0, 1.0), log=print)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    for i in range(10):
+        x, y, adaptive = x_all[5 * i : 5 * i + 5], y_all[5 * i : 5 * i + 5], i >= 6
+        sums = step(x, y, 0.3, adaptive, seed=i).clone()
+        target = AdversarialPnml(reference, 0.1, check_inputs=False) if adaptive else reference
+        x_train = PGD(0.3, 3, 0.1, seed=i)(target, x, y)
+        assert torch.equal(sums, update_step(reference, reference, ref_optimizer, scaler, x, y, x_train)), i
+    # PGD: 3 warm-up calls, a capture (its first replay is the capture's own run), 2 replays from the tape; adaptive:
+    # 1 warm-up call, a capture, 2 replays
+    assert step.graph.captures == 2 and [g.replays for g in fake_cuda] == [3, 3]
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name

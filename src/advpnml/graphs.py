@@ -20,6 +20,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .runtime import silent
 
 
+def _capturable(tensor: torch.Tensor) -> bool:
+    """Whether a CUDA graph can hold work on ``tensor``'s device."""
+    return tensor.device.type == "cuda"
+
+
 def _signature(inputs: tuple[torch.Tensor, ...]) -> tuple:
     return tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
 
@@ -68,7 +73,7 @@ class GraphedStep:
 
     def __call__(self, *inputs: torch.Tensor, key: Hashable = None) -> Any:
         self.calls += 1
-        if self.reason is None and (not inputs or inputs[0].device.type != "cuda"):
+        if self.reason is None and (not inputs or not _capturable(inputs[0])):
             self._fall_back(f"CUDA graphs need CUDA tensors, got {inputs[0].device if inputs else 'no inputs'}; running eagerly")
         if self.reason is not None:
             return self.fn(*inputs)
