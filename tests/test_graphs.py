@@ -215,3 +215,14 @@ def test_a_captured_and_replayed_training_step_gives_the_eager_weights(fake_cuda
     assert step.graph.captures == 2 and [g.replays for g in fake_cuda] == [3, 3]
     for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("through_defense", [False, True], ids=["base", "defense"])
+def test_a_captured_and_replayed_attack_is_the_attack_on_every_new_batch(fake_cuda, tiny_cnn, mnist5k_test, through_defense):
+    target = AdversarialPnml(tiny_cnn, 0.1, check_inputs=False, max_batch=40) if through_defense else tiny_cnn
+    for attack in (PGD(0.3, 3, 0.05, seed=2), PGD(0.3, 3, 0.05, seed=2, keep_best=False), APGD(0.3, 5, seed=2)):
+        graphed = GraphedAttack(attack)
+        for i in range(5):  # 2 warm-up calls, the capture, 2 replays from the tape
+            x, y = mnist5k_test.x[4 * i : 4 * i + 4], mnist5k_test.y[4 * i : 4 * i + 4]
+            assert torch.equal(graphed(target, x, y), attack(target, x, y)), (attack, i)
+        assert graphed.graph.captured and fake_cuda[-1].replays == 3
