@@ -332,7 +332,7 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
     if any(name in CASES for name in names):
         result["pgd_overhead"] = bench_pgd_overhead(device, repeats)
         save()
-    for name in [n for n in names if n in CASES and accel]:
+    for name in [n for n in names if n in CASES] if accel else []:
         arch, kwargs, shape, cpu_batch, gpu_batch = CASES[name]
         model, x = random_case(arch, kwargs, shape, batch or (gpu_batch if device.type == "cuda" else cpu_batch), device)
         result.setdefault("hardware", []).append(bench_hardware(name, model, x, device, result["device"], repeats, measure_rounds, log=log))

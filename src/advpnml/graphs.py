@@ -17,6 +17,7 @@ from typing import Any, Callable, Hashable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .modes import eval_mode, frozen_parameters
 from .runtime import silent
 
 
@@ -145,8 +146,6 @@ class GraphedAttack:
         self._model: torch.nn.Module | None = None
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from .modes import eval_mode, frozen_parameters
-
         self._model = model
         start = self.attack.start_point(x)
         with eval_mode(model), frozen_parameters(model):  # at capture and in eager runs; a replay keeps what it recorded

@@ -117,8 +117,8 @@ def _check_and_report(run: Run, result: EvalResult, out: Path, runtime: Runtime,
         x = torch.stack([h[0] for h in head]).to(runtime.device)
         y = torch.as_tensor([int(h[1]) for h in head]).to(runtime.device)
         runtime.log(f"\ngradient-masking checks on {len(y)} samples:")
-        found = masking_checks(with_precision(model.to(runtime.device), runtime.precision), x, y, settings.eps, settings.defense, result, dataset.info.bounds,
-                               log=runtime.log)
+        checked = with_precision(model.to(runtime.device), runtime.precision)  # the classifier as evaluate ran it
+        found = masking_checks(checked, x, y, settings.eps, settings.defense, result, dataset.info.bounds, log=runtime.log)
     paper = run.preset.paper_numbers(settings.dataset, settings.eps)
     paths = write_report(result, out, paper=paper, checks=found)
     runtime.log(f"\n{markdown_table(result, paper)}\n\n{summary_table(result)}\n\nwrote {', '.join(str(p) for p in paths.values())}")

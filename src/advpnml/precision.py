@@ -18,6 +18,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def check_precision(precision: str) -> str:
+    """``precision`` itself, or a one-line error naming the bad value."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision

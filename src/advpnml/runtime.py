@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 
 from .distributed import DistContext, init_distributed, shutdown_distributed
+from .precision import check_precision
 
 
 def silent(message: str) -> None:
@@ -36,7 +37,8 @@ class Runtime:
     """device: where tensors live. dist: this process's place in a torchrun job (one process by default).
     memory_format: the model layout (:mod:`advpnml.models.layout`: ``auto``, ``channels_last``,
     ``contiguous``). precision: ``fp32``, or ``bf16`` autocast of the model's forward
-    (:mod:`advpnml.precision`; evaluation only, its agreement with fp32 measured by ``advpnml agreement``).
+    (:mod:`advpnml.precision`; base-model evaluation only, its agreement with fp32 measured by
+    ``benchmarks/precision_agreement.py``).
     cuda_graphs: capture the PGD-training step as a CUDA graph (:mod:`advpnml.graphs`; eager off CUDA).
     log: where messages go. progress: show progress bars.
 
@@ -53,8 +55,6 @@ class Runtime:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", resolve_device(self.device))
-        from .precision import check_precision
-
         check_precision(self.precision)
 
     @property
