@@ -74,6 +74,21 @@ def standard_model() -> nn.Module:
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory) -> Path:
+    """A ``--data-dir`` holding two CIFAR-10-format test images (a pickled batch, as the dataset is published)."""
+    import pickle
+
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("cifar10")
+    (root / "cifar-10-batches-py").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3072), dtype=np.uint8)
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"data": pixels, "labels": [3, 8]}, f)
+    return root
+
+
 def write_eval_config(path: Path, pgd: tuple[int, float], adaptive: tuple[int, float]) -> Path:
     """A small evaluation preset for command-line tests: PGD transferred and the adaptive attack, (steps, step size) each."""
     path.write_text(

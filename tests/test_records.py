@@ -86,7 +86,7 @@ def test_a_different_model_or_data_under_the_same_path_is_refused_by_name(standa
         _run(standard_model, shifted, tmp_path)
     assert len(_run(standard_model, mnist5k_test.head(8), tmp_path).records) == 8, "the same content resumes"
     header = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
-    assert set(header["identity"]) == {"model_sha256", "data_sha256", "advpnml", "torch"}
+    assert set(header["identity"]) == {"model_sha256", "computation_sha256", "architecture", "data_sha256", "advpnml", "torch"}
 
 
 def test_a_run_resumed_complete_reports_no_nan_cost(standard_model, mnist5k_test, tmp_path):
@@ -98,3 +98,35 @@ def test_a_run_resumed_complete_reports_no_nan_cost(standard_model, mnist5k_test
     assert "nan" not in summary_table(again) and "| - |" in summary_table(again)
     write_report(again, tmp_path)
     assert "0 of 8 samples evaluated" in (tmp_path / "results.md").read_text() and not (tmp_path / "results.md.tmp").exists()
+
+
+@pytest.mark.parametrize("line", [b'{"index": 3}\n', b'{"index": 3, "label": 1, "pred": {"base": {"Natural": "7"}}}\n',
+                                  b'{"index": -1, "label": 1, "pred": {"base": {"Natural": 1}}}\n', b'[3]\n'])
+def test_a_readable_line_that_is_not_a_whole_record_is_set_aside_and_redone(standard_model, mnist5k_test, tmp_path, line):
+    data = mnist5k_test.head(8)
+    whole = _run(standard_model, data, tmp_path / "whole")
+    lines = (tmp_path / "whole" / "records.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "records.jsonl").write_bytes(b"".join([lines[0], *lines[1:4], line]))  # records 0-2, then the bad line
+    for _ in range(2):  # it was taken as done, then a KeyError on every rerun
+        assert _preds(_run(standard_model, data, tmp_path / "part")) == _preds(whole)
+    assert (tmp_path / "part" / "records.jsonl.corrupt").read_bytes() == line
+
+
+def test_figures_and_metrics_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from advpnml.plotting import line_plot
+    from advpnml.training import _write_metrics
+
+    def full(self, path, *args, **kwargs):
+        open(path, "wb").write(b"half a png")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    with pytest.raises(ValueError, match=r"cannot write figure .*sweep.png: No space left on device"):
+        line_plot([1, 2], {"base": [0.5, 0.4]}, tmp_path / "sweep", "eps", "accuracy", "title")
+    history = [{"epoch": 1, "loss": 1.0, "train_clean_acc": 0.5, "train_adv_acc": 0.2}]
+    with pytest.raises(ValueError, match=r"cannot write figure .*metrics.png: No space left on device"):
+        _write_metrics(tmp_path, history)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"], "no half-written figure is left"

@@ -5,6 +5,7 @@ way in: every command, the demo and the experiments read a preset through the :c
 """
 from __future__ import annotations
 
+import reprlib
 import copy
 import hashlib
 import json
@@ -113,10 +114,70 @@ class EvalSettings:
     def digest(self) -> str:
         values = asdict(self)
         # Runs written before these options existed keep their digest at the defaults, so they resume.
-        for key, default in (("cascade", False), ("bpda", "identity")):
+        for key, default in _LATER_DEFAULTS.items():
             if values[key] == default:
                 del values[key]
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def changes_from(self, stored: Any) -> list[str]:
+        """What differs between these settings and ``stored`` (a records header's ``settings``), in words:
+        ``eps (0.1 -> 0.2)``, ``the attack columns' order (FGSM, PGD -> PGD, FGSM)``, ``attack 'PGD' params.steps
+        (2 -> 3)``. The checkpoint path (``model``) is listed too; :func:`only_the_path_changed` tells it apart."""
+        if not isinstance(stored, dict):
+            return [f"the settings (unreadable in the file: {reprlib.repr(stored)})"]
+        old = {**_LATER_DEFAULTS, **json.loads(json.dumps(stored, default=str))}
+        new = json.loads(json.dumps(asdict(self), default=str))
+        changes = []
+        for key in dict.fromkeys([*new, *old]):
+            if key == "attacks":
+                changes += _attack_changes(old.get(key), new[key])
+            elif old.get(key) != new.get(key):
+                label = "the checkpoint path (model)" if key == "model" else key
+                changes.append(f"{label} ({old.get(key, 'absent')!r} -> {new.get(key, 'absent')!r})")
+        return changes
+
+
+#: Settings added after runs were recorded, at the values those runs had.
+_LATER_DEFAULTS = {"cascade": False, "bpda": "identity"}
+
+
+def only_the_path_changed(changes: list[str]) -> bool:
+    """True when the one difference is the checkpoint's path (the same file by another path, say): the records
+    header's content hashes (:mod:`advpnml.identity`) decide then, not the name."""
+    return len(changes) == 1 and changes[0].startswith("the checkpoint path (model)")
+
+
+def _attack_changes(old: Any, new: list[dict[str, Any]]) -> list[str]:
+    """The attack columns' differences: added, removed, reordered, or one column's attack and parameters."""
+    if not isinstance(old, list) or not all(isinstance(a, dict) and "column" in a for a in old):
+        return [f"the attack columns (unreadable in the file: {reprlib.repr(old)})"]
+    before, after = {a["column"]: a for a in old}, {a["column"]: a for a in new}
+    changes = []
+    removed, added = [c for c in before if c not in after], [c for c in after if c not in before]
+    if removed:
+        changes.append(f"attack columns removed: {', '.join(removed)}")
+    if added:
+        changes.append(f"attack columns added: {', '.join(added)}")
+    kept_old, kept_new = [c for c in before if c in after], [c for c in after if c in before]
+    if kept_old != kept_new:
+        changes.append(f"the attack columns' order ({', '.join(kept_old)} -> {', '.join(kept_new)})")
+    for column in kept_new:
+        a, b = _flatten(before[column]), _flatten(after[column])
+        for key in dict.fromkeys([*a, *b]):
+            if a.get(key) != b.get(key):
+                changes.append(f"attack {column!r} {key} ({a.get(key, 'absent')!r} -> {b.get(key, 'absent')!r})")
+    return changes
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"params": {"steps": 2}}`` as ``{"params.steps": 2}``, so a difference names its full key."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif key != "column":
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def list_configs(hidden: bool = False) -> list[str]:
@@ -165,6 +226,8 @@ def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"config {name_or_path} is not valid TOML: {err}") from None
     parent = config.pop("extends", None)
+    if parent is not None and not isinstance(parent, str):
+        raise ValueError(f"config {name_or_path}: extends must be a preset name or a .toml path (a string), got {parent!r}")
     if parent is not None:
         chain = (*_chain, _config_key(name_or_path))
         if path.suffix == ".toml" and not Path(parent).is_absolute() and (path.parent / parent).is_file():

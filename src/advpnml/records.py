@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from .attacks import REFERENCE_ATTACKS
-from .config import EvalSettings
+from .config import EvalSettings, only_the_path_changed
 from .identity import identity_changes
 
 ROWS = ("base", "defense")
@@ -125,11 +125,10 @@ class RecordsFile:
     def __init__(self, path: Path, settings: EvalSettings, resume: bool = True, log: Callable[[str], None] = print,
                  identity: dict[str, str] | None = None) -> None:
         self.path = path
-        self.digest = settings.digest()
         self.done: dict[int, dict[str, Any]] = {}
         header = header_line(settings, identity)
         if path.exists() and resume:
-            scan = scan_records(path, self.digest, identity)
+            scan = scan_records(path, settings, identity)
             # A batch only partly on file (a cut or corrupt line in it) is redone whole: its other lines go, so none is
             # written twice.
             partial = _partial_batches(scan.done, settings)
@@ -196,9 +195,10 @@ def _partial_batches(done: dict[int, dict[str, Any]], settings: EvalSettings) ->
             if not all(i in done for i in range(b * size, min((b + 1) * size, settings.n)))}
 
 
-def scan_records(path: Path, digest: str, identity: dict[str, str] | None = None) -> RecordsScan:
+def scan_records(path: Path, settings: EvalSettings, identity: dict[str, str] | None = None) -> RecordsScan:
     """Read ``path`` line by line in bytes; a header of other settings, or of another model, data or version than
-    ``identity`` (:mod:`advpnml.identity`), is a one-line refusal."""
+    ``identity`` (:mod:`advpnml.identity`), is a one-line refusal naming what changed. The same checkpoint by
+    another path resumes when the header's content hashes match (the path is a name, the hashes are the model)."""
     lines = path.read_bytes().splitlines(keepends=True)
     try:
         header = json.loads(lines[0]) if lines and lines[0].endswith(b"\n") else None
@@ -206,11 +206,12 @@ def scan_records(path: Path, digest: str, identity: dict[str, str] | None = None
         header = None
     if not isinstance(header, dict) or header.get("type") != "header":
         return RecordsScan(None, {}, [], lines, False)  # empty or headerless: a fresh start, the bytes set aside
-    if header.get("digest") != digest:
-        raise RunMismatchError(
-            f"{path} was written by a run with other settings (digest {header.get('digest')} != {digest}); "
-            "use another --out folder or --overwrite"
-        )
+    if header.get("digest") != settings.digest():
+        changes = settings.changes_from(header.get("settings"))
+        hashed = isinstance(header.get("identity"), dict) and "model_sha256" in header["identity"] and identity
+        if not (hashed and only_the_path_changed(changes)):
+            raise RunMismatchError(f"{path} was written by a run with other settings: {'; '.join(changes) or 'unknown'}; "
+                                   "use another --out folder or --overwrite")
     changed = identity_changes(header.get("identity"), identity or {})
     if changed:
         raise RunMismatchError(f"{path} was written with other content: {'; '.join(changed)}; use another --out folder or --overwrite")
@@ -221,13 +222,27 @@ def scan_records(path: Path, digest: str, identity: dict[str, str] | None = None
             continue
         try:
             record = json.loads(line)
-            index = int(record["index"])
-        except (ValueError, KeyError, TypeError):
-            corrupt.append(line)
+        except ValueError:
+            record = None
+        if not _is_record(record):
+            corrupt.append(line)  # unreadable, or readable but not a whole record (``{"index": 3}``): redone
             continue
-        done[index] = record
-        good.append((index, line))
+        done[record["index"]] = record
+        good.append((record["index"], line))
     return RecordsScan(lines[0], done, good, corrupt, cut)
+
+
+def _is_record(record: Any) -> bool:
+    """A whole per-sample record: an index and a label (whole numbers), and a prediction per row and column."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(record, dict) or not whole(record.get("index")) or record["index"] < 0 or not whole(record.get("label")):
+        return False
+    pred = record.get("pred")
+    return (isinstance(pred, dict) and bool(pred) and all(isinstance(cols, dict) and cols and all(whole(p) for p in cols.values())
+                                                          for cols in pred.values())
+            and isinstance(record.get("queries", {}), dict))
 
 
 def record_files(out: Path) -> list[Path]:
@@ -239,7 +254,7 @@ def read_all_records(out: Path, settings: EvalSettings, identity: dict[str, str]
     """Every readable record of ``out``'s records files (checked against ``settings`` and ``identity``)."""
     done: dict[int, dict[str, Any]] = {}
     for path in record_files(out):
-        done.update(scan_records(path, settings.digest(), identity).done)
+        done.update(scan_records(path, settings, identity).done)
     return done
 
 

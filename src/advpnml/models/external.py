@@ -126,6 +126,8 @@ def load_external(path: str | os.PathLike | None, source: str, **overrides: Any)
     else:
         spec = ExternalSource(source)  # create_model below names the known architectures if this is none
     model = create_model(spec.arch, **{**spec.kwargs, **overrides})
+    if source in EXTERNAL_SOURCES:  # the run identity names the adapter: one file read as two sources is two models
+        model.advpnml_spec = {**model.advpnml_spec, "source": source}
     payload = read_checkpoint(path)
     if spec.pick is not None:
         payload = spec.pick(payload)
