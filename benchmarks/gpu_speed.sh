@@ -22,8 +22,9 @@ if [ "${1:-}" = "--prepare" ]; then
     cp -r "$shared/weights/advertorch_mnist_lenet5" "$shared/weights/abcrown_cifar10_resnet4b" .devdata/weights/
     cp "$shared/cifar10/cifar-10-batches-py/batches.meta" .devdata/cifar10/cifar-10-batches-py/
     # The first 1,000 CIFAR-10 test images in the original batch format: 3 MB instead of 30 of the 64 MiB a call carries.
-    python3 -c "import pickle, sys; b = pickle.load(open(sys.argv[1], 'rb'), encoding='latin1'); \
-pickle.dump({'data': b['data'][:1000], 'labels': b['labels'][:1000]}, open(sys.argv[2], 'wb'))" \
+    # Read through advpnml's bounded reader (no plain pickle.load of a file from elsewhere), written back as a batch.
+    PYTHONPATH="$PWD/src" "${PYTHON:-.venv/bin/python}" -c "import pickle, sys; from advpnml.data.cifar10 import read_batch; \
+data, labels = read_batch(sys.argv[1]); pickle.dump({'data': data[:1000], 'labels': labels[:1000].tolist()}, open(sys.argv[2], 'wb'))" \
         "$shared/cifar10/cifar-10-batches-py/test_batch" .devdata/cifar10/cifar-10-batches-py/test_batch
     du -sh .whl .devdata
     exit 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dataset import DatasetInfo, LabeledTensors
+from .dataset import DatasetInfo, LabeledTensors, check_class_labels
 from .files import DataFileError, download_file, find_file
 
 MNIST_INFO = DatasetInfo("mnist", 10, (1, 28, 28), (0.0, 1.0), tuple(str(d) for d in range(10)))
@@ -51,25 +51,43 @@ def mnist5k(split: str = "train") -> LabeledTensors:
     return LabeledTensors(images, torch.from_numpy(y[chosen]), MNIST5K_INFO)
 
 
+#: The most values an IDX file may declare: full MNIST's training images are 47 million; a header claiming more
+#: than this (a gzip bomb, a damaged header) is refused before anything is read or allocated.
+MAX_IDX_VALUES = 1 << 31
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) into an array of its declared shape."""
+    """Read an IDX file (optionally gzip-compressed) into an array of its declared shape.
+
+    The header is read first and the size it declares checked, so a file claiming more than
+    :data:`MAX_IDX_VALUES` values (or a gzip stream that inflates past it) is refused before it is read."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataFileError(f"{path} is not an IDX file: {len(head)} bytes")
+            zero, dtype_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+                raise DataFileError(f"{path} is not an unsigned-byte IDX file of labels or images (header {head.hex()})")
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataFileError(f"{path} is not an IDX file: its header is cut short")
+            shape = struct.unpack(f">{ndim}I", dims)
+            count = int(np.prod(shape, dtype=np.int64))
+            if count > MAX_IDX_VALUES:
+                raise DataFileError(f"{path} declares {shape} = {count:,} values, more than any MNIST file (refused unread)")
+            data = f.read(count + 1)
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a cut gzip stream an EOFError
+        if isinstance(err, DataFileError):
+            raise
         raise DataFileError(f"{path} cannot be read: {err}") from None
-    if len(data) < 4:
-        raise DataFileError(f"{path} is not an IDX file: {len(data)} bytes")
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3) or len(data) < 4 + 4 * ndim:
-        raise DataFileError(f"{path} is not an unsigned-byte IDX file of labels or images (header {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise DataFileError(f"{path} is truncated: header says {shape}, found {array.size} values")
-    return array.reshape(shape)
+    if len(data) != count:
+        problem = "is truncated" if len(data) < count else "has data past its declared size"
+        raise DataFileError(f"{path} {problem}: header says {shape}, found {min(len(data), count)}"
+                            f"{'+' if len(data) > count else ''} values")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def mnist(split: str = "test", data_dir: str | os.PathLike | None = None, download: bool = False) -> LabeledTensors:
@@ -94,5 +112,10 @@ def mnist(split: str = "test", data_dir: str | os.PathLike | None = None, downlo
             path = download_file(MNIST_URL + stem + ".gz", Path(data_dir) / "MNIST" / "raw" / (stem + ".gz"))
         paths.append(path)
     images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataFileError(f"{paths[0]} and {paths[1]} are not MNIST images and labels: shapes {images.shape} and {labels.shape}")
+    if len(images) != len(labels):
+        raise DataFileError(f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels")
+    check_class_labels(torch.from_numpy(labels.astype(np.int64)), MNIST_INFO, str(paths[1]))
     x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
-    return LabeledTensors(x, torch.from_numpy(labels.astype(np.int64)), MNIST_INFO)
+    return LabeledTensors(x, torch.from_numpy(labels.astype(np.int64)), MNIST_INFO, source=str(paths[0]))
