@@ -71,6 +71,7 @@ def test_image_presets_share_one_suite_and_the_paper_numbers_stay_with_their_dat
     ('extends = "mnist5k"\n[evaluation]\nbatch_size = 0\n', "batch_size must be a positive whole number"),
     ('extends = "mnist5k"\n[[evaluation.attacks]]\ncolumn = "X"\nattack = "fgsm"\nbasee = true\n', "unknown key 'basee'"),
     ('extends = "mnist5k"\nsweep = 1\n', "unknown key 'sweep'"),
+    ('extends = 5\n', "extends must be a preset name or a .toml path \\(a string\\), got 5"),
 ])
 def test_a_config_typo_or_wrong_type_is_refused_by_name(tmp_path, text, message):
     (tmp_path / "typo.toml").write_text(text)
@@ -86,3 +87,24 @@ def test_a_set_typo_is_refused_and_every_builtin_preset_checks():
     with pytest.raises(ValueError, match="unknown key 'refine_epss'"):
         from_preset("mnist5k", ["defense.refine_epss=0.2"])
     assert from_preset("mnist5k", ["defense.refine_eps=0.2"]).defense().refine_eps == 0.2
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epochs", "2.5", r"\[training\] epochs must be a whole number >= 1, got 2.5"),
+    ("lr", '"fast"', r"\[training\] lr must be a finite number >= 0, got 'fast'"),
+    ("batch_size", "0", r"batch_size must be a whole number >= 1, got 0"),
+    ("lr_milestones", "[1.5]", r"lr_milestones must be a list of whole numbers"),
+    ("adaptive_epochs", "true", r"adaptive_epochs must be a whole number >= 0, got True"),
+    ("arch", "3", r"arch must be a string, got 3"),
+])
+def test_training_values_are_type_checked_by_name(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_preset(from_preset("mnist5k", [f"training.{key}={value}"]))
+
+
+def test_every_training_field_has_a_type_check():
+    from dataclasses import fields
+
+    from advpnml.training import _FIELD_TYPES
+
+    assert set(_FIELD_TYPES) == {f.name for f in fields(TrainConfig)}

@@ -99,3 +99,54 @@ def test_top_k_never_lets_an_excluded_label_win_whatever_the_logit_scale():
     assert (out.log_q <= 0).all() and set(out.log_q.argmax(1).tolist()) <= {0, 1}
     # float32 at logits of 3e4 keeps ~3 digits: q still sums to 1 within that
     torch.testing.assert_close(out.log_q.exp().sum(1), torch.ones(3), atol=1e-2, rtol=0)
+
+
+class _Misbehaving(torch.nn.Module):
+    """A model whose outputs break the defense's contract in one way: wrong row count, no input gradient, classes that
+    change between calls."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.linear, self.calls = how, torch.nn.Linear(4, 3), 0
+
+    def forward(self, x):
+        self.calls += 1
+        logits = self.linear(x.flatten(1))
+        if self.how == "rows":
+            return logits[:1]
+        if self.how == "constant":
+            return torch.zeros(len(x), 3)
+        if self.how == "one-logit":
+            return logits[:, :1]
+        return logits if self.calls == 1 else torch.cat([logits, logits[:, :1]], 1)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("rows", r"model returned 1 rows of logits for \d+ inputs"),
+    ("constant", r"the model's logits do not depend on its input"),
+    ("one-logit", r"at least 2 logits per input"),
+    ("classes", r"model returned 4 classes after 3 on an earlier call"),
+])
+def test_bad_model_outputs_are_one_line_from_the_defense(how, message):
+    defense = AdversarialPnml(_Misbehaving(how), 0.1, bounds=None)
+    with pytest.raises(ValueError, match=message):
+        defense(torch.rand(2, 1, 2, 2))
+        defense(torch.rand(2, 1, 2, 2))  # the class count changes on the second call
+    with pytest.raises(ValueError, match=message):
+        expanded = AdversarialPnml(_Misbehaving(how), 0.1, bounds=None, gradient_mode="expanded")
+        expanded(torch.rand(2, 1, 2, 2))
+        expanded(torch.rand(2, 1, 2, 2))
+
+
+def test_attack_settings_that_cannot_attack_are_one_line():
+    from advpnml.attacks import FGSM, PGD
+
+    from advpnml.config import AttackSpec
+    from advpnml.evaluation import build_attack
+
+    assert PGD(0.1, steps=5, step_size=0).step_size == 0, "the library keeps a step of 0 (a random-start probe)"
+    with pytest.raises(ValueError, match="attack column 'PGD': step_size 0 never moves from its start"):
+        build_attack(AttackSpec("PGD", "pgd", {"step_size": 0}), 0.1, (0.0, 1.0), 0)
+    with pytest.raises(ValueError, match=r"eps 1000000000.0 is wider than the input range \[0, 1\].*use at most 1"):
+        FGSM(1e9)
+    assert FGSM(1e9, bounds=None).eps == 1e9, "unbounded inputs (the toy data) have no such limit"

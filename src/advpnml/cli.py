@@ -258,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CheckpointError, DataFileError, ImportError) as err:
         print(f"\nadvpnml {args.command}: error: {err}", file=sys.stderr)  # below any progress bar, never on it
         return 2
+    except OSError as err:  # a full disk or a read-only folder anywhere a file is written: one line, not a traceback
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"\nadvpnml {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         resumable = args.command in ("evaluate", "reproduce", "train", "demo")
         print("\ninterrupted; " + ("every finished batch (training: epoch) is saved in the output folder and the same command "

@@ -157,12 +157,12 @@ class AdversarialPnml(nn.Module):
             # The one forward of x: its graph gives the first step's H gradients, its logits the top-k.
             x_leaf = x.detach().requires_grad_(True)
             with torch.enable_grad(), frozen_parameters(self.model):
-                shared = (x_leaf, self._checked_logits(self._first_forward(x_leaf)))
+                shared = (x_leaf, self._input_dependent(self._checked_logits(self._first_forward(x_leaf), len(x))))
         labels = self._hypothesis_labels(x, None if shared is None else shared[1])
         n, h = labels.shape
         with frozen_parameters(self.model):  # the refinement needs input gradients only
             refined = self.refine(x, labels, _shared=shared)
-        logits = self._checked_logits(self._chunked_forward(refined.reshape(n * h, *x.shape[1:])))
+        logits = self._checked_logits(self._chunked_forward(refined.reshape(n * h, *x.shape[1:])), n * h)
         if self.check_inputs and not bool(torch.isfinite(logits.detach()).all()):
             raise ValueError("the model returned NaN or inf logits on the refined inputs; the defense's output would be NaN")
         num_classes = logits.shape[-1]
@@ -180,7 +180,7 @@ class AdversarialPnml(nn.Module):
         """The (0, C) output of an empty batch (C from the model, on the empty batch itself if it is not known yet)."""
         if self.num_classes is None:
             with torch.no_grad():
-                self.num_classes = self._checked_logits(self.model(x)).shape[1]
+                self.num_classes = self._checked_logits(self.model(x), 0).shape[1]
         empty = x.new_zeros((0, self.num_classes))
         h = self.num_classes if self.top_k is None else self.top_k
         return PnmlOutput(log_q=empty, log_p=empty, regret=x.new_zeros(0), labels=torch.zeros(0, h, dtype=torch.long, device=x.device))
@@ -233,7 +233,7 @@ class AdversarialPnml(nn.Module):
         n, h = labels.shape
         if shared is None:
             x = x.requires_grad_(True)
-            logits = self.model(x)
+            logits = self._input_dependent(self._checked_logits(self.model(x), len(x)))
         else:
             x, logits = shared
         probs = logits.detach().float().softmax(-1).to(logits.dtype)
@@ -256,7 +256,8 @@ class AdversarialPnml(nn.Module):
         for i in range(0, inputs.shape[0], chunk):
             part = inputs[i : i + chunk].detach().requires_grad_(True)
             # Summed per-sample losses: each input's gradient is its own (the model is per-sample in eval mode).
-            loss = F.cross_entropy(self.model(part), targets[i : i + chunk], reduction="sum")
+            logits = self._input_dependent(self._checked_logits(self.model(part), len(part)))
+            loss = F.cross_entropy(logits, targets[i : i + chunk], reduction="sum")
             grads.append(torch.autograd.grad(loss, part)[0])
         return torch.cat(grads)
 
@@ -303,7 +304,7 @@ class AdversarialPnml(nn.Module):
 
     def _logits_without_grad(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self._checked_logits(self._first_forward(x))
+            return self._checked_logits(self._first_forward(x), len(x))
 
     def _first_forward(self, x: torch.Tensor):
         """The model on the unrefined batch; a shape the model cannot take is a one-line error naming it."""
@@ -314,13 +315,28 @@ class AdversarialPnml(nn.Module):
                 raise
             raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape)}: {str(err).splitlines()[0]}") from None
 
-    @staticmethod
-    def _checked_logits(logits: torch.Tensor) -> torch.Tensor:
+    def _checked_logits(self, logits: torch.Tensor, rows: int) -> torch.Tensor:
+        """``logits`` if they are floating (rows, C) logits with the class count of earlier calls; one line otherwise."""
         if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
             kind = type(logits).__name__ if not isinstance(logits, torch.Tensor) else f"a {logits.dtype} tensor"
             raise ValueError(f"model must return floating logits of shape (N, C), got {kind}")
         if logits.dim() != 2:
             raise ValueError(f"model must return logits of shape (N, C), got shape {tuple(logits.shape)}")
+        if logits.shape[0] != rows:
+            raise ValueError(f"model returned {logits.shape[0]} rows of logits for {rows} inputs; it must return one row per input")
+        if logits.shape[1] < 2:
+            raise ValueError(f"model must return at least 2 logits per input (one per class), got {logits.shape[1]}")
+        if self.num_classes is not None and logits.shape[1] != self.num_classes:
+            raise ValueError(f"model returned {logits.shape[1]} classes after {self.num_classes} on an earlier call; "
+                             "the defense needs the same classes on every call")
+        return logits
+
+    @staticmethod
+    def _input_dependent(logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` if they depend on the input; the refinement (eq. 9) needs their gradient."""
+        if not logits.requires_grad:
+            raise ValueError("the model's logits do not depend on its input (no gradient reaches it): the refinement of "
+                             "eq. 9 steps along that gradient; is the model constant, or run under torch.no_grad inside?")
         return logits
 
 

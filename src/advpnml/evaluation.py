@@ -39,7 +39,10 @@ from .runtime import Runtime
 def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
     """The attack object of one column at radius ``eps`` (``spec.params`` may override eps)."""
     params = {"eps": eps, "bounds": bounds, **spec.params, "seed": seed}
-    return create_attack(spec.attack, **params)
+    attack = create_attack(spec.attack, **params)
+    if getattr(attack, "step_size", None) == 0:  # the library allows it (a pure random-start probe); a column never wants it
+        raise ValueError(f"attack column {spec.column!r}: step_size 0 never moves from its start; give a step size > 0")
+    return attack
 
 
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from .data import load_dataset
 from .defense import AdversarialPnml
 from .evaluation import build_attack, evaluate
 from .lock import hold
+from .modes import frozen_parameters
 from .models import CheckpointError, default_checkpoint, load_checkpoint, load_external, use_memory_format
 from .precision import with_precision
 from .protocols import write_comparison
@@ -78,16 +79,28 @@ def load_run(preset: Preset, checkpoint: str | None, source: str | None = None, 
 
 
 def _check_fits(model: nn.Module, meta: dict[str, Any], data: Dataset) -> None:
-    """One forward of one sample: a model that cannot take this dataset's inputs is a one-line error, before any attack."""
+    """One forward and backward of one sample: a model that cannot take this dataset's inputs, does not return one
+    row of logits per input with a logit per class, or whose logits do not depend on its input is a one-line error,
+    before any attack."""
     if not len(data):
         return
+    x = data[0][0].unsqueeze(0).clone().requires_grad_(True)
     try:
-        with torch.no_grad():
-            model.eval()(data[0][0].unsqueeze(0))
+        with torch.enable_grad(), frozen_parameters(model):
+            logits = model.eval()(x)
     except RuntimeError as err:
         trained = f" (its checkpoint names dataset {meta['dataset']!r})" if meta.get("dataset") else ""
         raise ValueError(f"the model does not take {data.info.name} inputs of shape {tuple(data[0][0].shape)}{trained}: "
                          f"{str(err).splitlines()[0][:120]}") from None
+    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2 or logits.shape[0] != 1:
+        raise ValueError(f"the model must return floating logits of shape (N, classes); for one input it returned {shape}")
+    if logits.shape[1] < data.info.num_classes:
+        raise ValueError(f"the model returns {logits.shape[1]} logits per input but {data.info.name} has "
+                         f"{data.info.num_classes} classes (labels up to {data.info.num_classes - 1})")
+    if not logits.requires_grad:
+        raise ValueError("the model's logits do not depend on its input (no gradient reaches it): gradient attacks and the "
+                         "defense's refinement need that gradient")
 
 
 def evaluate_and_report(run: Run, out: str | Path, runtime: Runtime, resume: bool = True, checks: int = 50) -> EvalResult | None:

@@ -15,15 +15,22 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path_stem: Path) -> list[Path]:
-    """Save ``fig`` as ``path_stem.png`` and ``.pdf``, close it, return both paths."""
+def save_figure(fig: Any, path_stem: Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 130) -> list[Path]:
+    """Save ``fig`` as ``path_stem.png`` and ``.pdf`` (or ``formats``), close it, return the paths; a full disk or
+    a read-only folder is one line naming the file (and leaves no half-written figure)."""
     import matplotlib.pyplot as plt
 
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
+    paths = [path_stem.with_suffix(f".{fmt}") for fmt in formats]
+    try:
+        path_stem.parent.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            try:
+                fig.savefig(path, dpi=dpi, bbox_inches="tight")
+            except OSError as err:
+                path.unlink(missing_ok=True)
+                raise ValueError(f"cannot write figure {path}: {err.strerror or err}") from None
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -67,6 +67,14 @@ class TrainConfig:
     init_source: str | None = None         # read init_from as an external file (see advpnml.models.EXTERNAL_SOURCES)
 
     def __post_init__(self) -> None:
+        for name, (kind, low) in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if not _of_kind(value, kind) or (low is not None and value < low):
+                wanted = {"int": "a whole number", "float": "a finite number", "str": "a string", "dict": "a table",
+                          "list": "a list of whole numbers"}[kind] + ("" if low is None else f" >= {low:g}")
+                raise ValueError(f"[training] {name} must be {wanted}, got {value!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown training method {self.method!r}; expected one of: {', '.join(METHODS)}")
         if self.optimizer not in ("sgd", "adam"):
@@ -98,6 +106,31 @@ class TrainConfig:
             values.setdefault("refine_eps", preset.defense().refine_eps)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+#: Each field's type and least value (None: any), checked before anything trains: ``epochs = 2.5`` or
+#: ``lr = "fast"`` in a preset are one line naming the key, not a TypeError mid-epoch.
+_FIELD_TYPES: dict[str, tuple[str, float | None]] = {
+    "arch": ("str", None), "arch_kwargs": ("dict", None), "method": ("str", None), "epochs": ("int", 1),
+    "batch_size": ("int", 1), "optimizer": ("str", None), "lr": ("float", 0), "momentum": ("float", 0),
+    "weight_decay": ("float", 0), "lr_schedule": ("str", None), "lr_milestones": ("list", None), "lr_gamma": ("float", 0),
+    "eps": ("float", 0), "attack_steps": ("int", 1), "attack_step_size": ("float", 0), "fast_step_size": ("float", 0),
+    "eps_warmup_epochs": ("int", 0), "adaptive_epochs": ("int", 0), "refine_eps": ("float", 0), "seed": ("int", None),
+    "init_from": ("str", None), "init_source": ("str", None),
+}
+_OPTIONAL = {"arch_kwargs", "lr_milestones", "fast_step_size", "init_from", "init_source"}
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "float":
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if kind == "list":
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return isinstance(value, {"str": str, "dict": dict}[kind])
 
 
 def lr_at(config: TrainConfig, progress: float) -> float:
@@ -349,11 +382,15 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
 
 
 def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    from .plotting import pyplot
+    """``metrics.csv`` and ``metrics.png``; a full disk is one line (the checkpoint of the epoch is already saved)."""
+    try:
+        with open(out / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+    except OSError as err:
+        raise ValueError(f"cannot write {out / 'metrics.csv'}: {err.strerror or err}; last.pt is saved, --resume continues") from None
+    from .plotting import pyplot, save_figure
 
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
@@ -365,5 +402,4 @@ def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
     ax_acc.set(xlabel="epoch", ylabel="training accuracy (%)", title="Accuracy")
     ax_acc.legend()
     fig.tight_layout()
-    fig.savefig(out / "metrics.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "metrics", formats=("png",), dpi=120)

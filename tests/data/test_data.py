@@ -118,7 +118,7 @@ def test_a_crafted_cifar10_batch_is_refused_unrun(tmp_path):
         load_dataset("cifar10", "test", tmp_path)
 
 
-@pytest.mark.parametrize("content, message", [(b"not gzip at all", "cannot be read"), (None, "cannot be read|truncated"),
+@pytest.mark.parametrize("content, message", [(b"not gzip at all", "cannot be read"), (None, "cannot be read|truncated|past its declared size"),
                                                (b"\x00\x00\x08\x07", "not an unsigned-byte IDX file")])
 def test_bad_idx_files_are_one_line(tmp_path, content, message):
     raw = tmp_path / "MNIST" / "raw"
@@ -131,3 +131,89 @@ def test_bad_idx_files_are_one_line(tmp_path, content, message):
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))
     with pytest.raises(DataFileError, match=message):
         load_dataset("mnist", "test", tmp_path)
+
+
+def _cifar_batch(tmp_path, batch, protocol: int = pickle.HIGHEST_PROTOCOL):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir(exist_ok=True)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+    return folder / "test_batch"
+
+
+def test_labels_out_of_range_are_one_line_naming_the_file(tmp_path):
+    path = _cifar_batch(tmp_path, {"data": np.zeros((3, 3072), dtype=np.uint8), "labels": [0, 10, 2]})
+    with pytest.raises(DataFileError, match=rf"{path}: labels in \[0, 10\], expected 0..9 for cifar10 \(1 out of range, the first at sample 1\)"):
+        load_dataset("cifar10", "test", tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", np.zeros((3, 28, 28)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([1, 12, 3]))
+    with pytest.raises(DataFileError, match=r"t10k-labels-idx1-ubyte.gz: labels in \[1, 12\], expected 0..9 for mnist"):
+        load_dataset("mnist", "test", tmp_path)
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([1, 2]))
+    with pytest.raises(DataFileError, match="holds 3 images but .* 2 labels"):
+        load_dataset("mnist", "test", tmp_path)
+
+
+def test_a_cifar10_batch_of_floats_is_refused_not_read_as_zeros(tmp_path):
+    _cifar_batch(tmp_path, {"data": np.random.default_rng(0).random((2, 3072)), "labels": [0, 1]})
+    with pytest.raises(DataFileError, match=r"'data' holds float64 values in \[.*\]; a CIFAR-10 batch holds uint8 pixels 0-255"):
+        load_dataset("cifar10", "test", tmp_path)
+
+
+def test_a_valid_batch_pickled_at_protocol_2_is_read(tmp_path):
+    data = np.random.default_rng(1).integers(0, 256, size=(3, 3072), dtype=np.uint8)
+    _cifar_batch(tmp_path, {"data": data, "labels": [4, 5, 6], "batch_label": "testing batch 1 of 1"}, protocol=2)
+    ds = load_dataset("cifar10", "test", tmp_path)
+    assert ds.y.tolist() == [4, 5, 6]
+    torch.testing.assert_close(ds.x.view(3, -1), torch.from_numpy(data).float() / 255)
+
+
+class _Huge:
+    """An array "of 1 TiB" in a pickle of about 200 bytes: numpy would allocate it while unpickling."""
+
+    def __reduce__(self):
+        return (np.ndarray.__reduce__(np.zeros(1, np.uint8))[0], (np.ndarray, (1 << 40,), b"b"))
+
+
+def test_a_batch_claiming_more_than_it_holds_is_refused_before_allocating(tmp_path):
+    path = _cifar_batch(tmp_path, {"data": _Huge(), "labels": [0]})
+    assert path.stat().st_size < 300
+    with pytest.raises(DataFileError, match=r"claims an array of 1,099,511,627,776 bytes in a file of .* \(refused unread\)"):
+        load_dataset("cifar10", "test", tmp_path)
+
+
+def test_a_memo_bomb_is_refused_before_it_expands(tmp_path):
+    level = [0] * 10
+    for _ in range(9):  # 10**10 labels by reference, a few hundred bytes on disk; np.asarray would build them all
+        level = [level] * 10
+    path = _cifar_batch(tmp_path, {"data": np.zeros((1, 3072), dtype=np.uint8), "labels": level})
+    assert path.stat().st_size < 3072 + 500, "one image and a few hundred bytes of labels"
+    with pytest.raises(DataFileError, match="'labels' must be a list of whole numbers"):
+        load_dataset("cifar10", "test", tmp_path)
+
+
+def test_an_idx_header_claiming_too_much_is_refused_unread(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">HBB3I", 0, 8, 3, 1 << 20, 1 << 10, 1 << 10)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([1]))
+    with pytest.raises(DataFileError, match="declares .* values, more than any MNIST file"):
+        load_dataset("mnist", "test", tmp_path)
+
+
+def test_predict_refuses_out_of_range_labels_instead_of_a_wrong_accuracy(standard_model, tmp_path, capsys):
+    from advpnml.cli import main
+    from advpnml.models import save_checkpoint
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 10, 3]))
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", "mnist", "--data-dir", str(tmp_path), "--config", "mnist"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "labels in [1, 10], expected 0..9" in err
+    assert main(["info", "--data-dir", str(tmp_path)]) == 0
+    assert "mnist     not available:" in capsys.readouterr().out, "info no longer reports the file as found"

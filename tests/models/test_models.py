@@ -213,3 +213,40 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, monkeypatch
     with pytest.raises(CheckpointError, match="No space left on device"):
         save_checkpoint(tmp_path / "m.pt", create_model("madry_cnn", width=0.125))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_saves_runtime_error_on_a_full_disk_is_one_line_and_leaves_no_tmp(tmp_path, monkeypatch):
+    import torch
+
+    def half_written(obj, f, *args, **kwargs):
+        open(f, "wb").write(b"PK\x03\x04 half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/3: "
+                           "file write failed\nmore lines of C++ context")
+
+    monkeypatch.setattr(torch, "save", half_written)
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*m.pt: .*PytorchStreamWriter failed writing file") as err:
+        save_checkpoint(tmp_path / "m.pt", create_model("madry_cnn", width=0.125))
+    assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == [], "no half-written last.pt.tmp is left"
+
+
+def _saved(tmp_path, edit):
+    import torch
+
+    path = save_checkpoint(tmp_path / "m.pt", create_model("madry_cnn", width=0.125), dataset="mnist5k")
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["state_dict"].__setitem__("conv1.weight", p["state_dict"]["conv1.weight"].long()),
+     r"integer values where 'madry_cnn' has floating weights: conv1.weight \(torch.int64, the model's is torch.float32\)"),
+    (lambda p: p["meta"].__setitem__("kwargs", [1, 2]), r"metadata 'kwargs' must be dict, got list"),
+    (lambda p: p["meta"].__setitem__("arch", ["madry_cnn"]), r"metadata 'arch' must be str, got list"),
+    (lambda p: p["meta"].__setitem__("dataset", ["mnist5k"]), r"metadata 'dataset' must be str or None, got list"),
+    (lambda p: p["state_dict"].__setitem__("conv1.bias", "not a tensor"), r"entries that are not tensors: conv1.bias \(str\)"),
+])
+def test_a_checkpoint_with_wrong_types_is_one_line(tmp_path, edit, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(_saved(tmp_path, edit))

@@ -34,6 +34,10 @@ class Attack:
     def __init__(self, eps: float, bounds: tuple[float, float] | None = (0.0, 1.0), seed: int = 0, targeted: bool = False) -> None:
         self.eps = check_nonnegative("eps", eps)
         self.bounds = check_bounds(bounds)
+        if self.bounds is not None and self.eps > self.bounds[1] - self.bounds[0]:
+            width = self.bounds[1] - self.bounds[0]
+            raise ValueError(f"eps {eps!r} is wider than the input range [{self.bounds[0]:g}, {self.bounds[1]:g}]: at eps {width:g} "
+                             f"any input already reaches any other; use at most {width:g}")
         self.seed = int(seed)
         self.targeted = bool(targeted)
 

@@ -5,6 +5,7 @@ never arbitrary pickled code. A checkpoint saved on a GPU loads on a CPU-only ma
 """
 from __future__ import annotations
 
+import reprlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -62,9 +63,10 @@ def save_checkpoint(
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
-    except OSError as err:  # a full disk or a read-only folder: one line, and no half-written file left behind
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    except (OSError, RuntimeError) as err:  # a full disk or a read-only folder (torch.save's writer raises RuntimeError)
+        tmp.unlink(missing_ok=True)  # no half-written file left behind
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[0][:160]
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
     return path
 
 
@@ -92,13 +94,43 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         )
     if not isinstance(payload.get("state_dict"), Mapping) or "arch" not in meta:
         raise CheckpointError(f"{path} holds advpnml metadata but no weights (no 'state_dict' table); it is not a usable checkpoint")
-    model = create_model(meta["arch"], **meta.get("kwargs", {}))
+    check_metadata(meta, str(path))
+    try:
+        model = create_model(meta["arch"], **meta.get("kwargs", {}))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     load_weights(model, payload["state_dict"], source=str(path), arch=meta["arch"])
     return model.to(device).eval(), meta
 
 
+#: The metadata fields a checkpoint may hold and the types each must have (None allowed for all but arch and kwargs).
+_META_TYPES: dict[str, tuple[type, ...]] = {"format": (str,), "arch": (str,), "kwargs": (dict,), "dataset": (str, type(None)),
+                                            "classes": (list, type(None)), "normalization": (dict, type(None)),
+                                            "training": (str, type(None)), "eps": (int, float, type(None)),
+                                            "extra": (dict, type(None))}
+
+
+def check_metadata(meta: Mapping[str, Any], source: str) -> None:
+    """Each known metadata field of the right type (a list where the architecture's name belongs would otherwise
+    surface as a TypeError deep in the model's constructor), one line naming the field."""
+    for key, kinds in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], kinds) or isinstance(meta[key], bool)):
+            wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise CheckpointError(f"checkpoint {source}: metadata {key!r} must be {wanted}, got {type(meta[key]).__name__} "
+                                  f"{reprlib.repr(meta[key])}")
+    if "kwargs" in meta and not all(isinstance(k, str) for k in meta["kwargs"]):
+        raise CheckpointError(f"checkpoint {source}: metadata 'kwargs' must map argument names to values, got {reprlib.repr(meta['kwargs'])}")
+
+
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
-    """``load_state_dict(strict=True)`` with one readable line when the file does not fit the architecture."""
+    """``load_state_dict(strict=True)`` with one readable line when the file does not fit the architecture: missing,
+    unexpected or non-tensor entries, other shapes, integer values where the model has floating weights (torch
+    would cast them silently), NaN or inf weights."""
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        shown = ", ".join(f"{k} ({type(state_dict[k]).__name__})" for k in not_tensors[:3])
+        raise CheckpointError(f"checkpoint {source} holds entries that are not tensors: {shown}"
+                              f"{f' ({len(not_tensors)} in all)' if len(not_tensors) > 3 else ''}")
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -114,6 +146,11 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
                 shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"checkpoint {source} does not fit architecture {arch!r}: " + "; ".join(parts))
+    retyped = [f"{k} ({state_dict[k].dtype}, the model's is {v.dtype})" for k, v in expected.items()
+               if v.is_floating_point() and not state_dict[k].is_floating_point()]
+    if retyped:
+        raise CheckpointError(f"checkpoint {source} holds integer values where {arch!r} has floating weights: "
+                              f"{', '.join(retyped[:3])}; they would be cast silently (a damaged or quantized file?)")
     broken = [k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise CheckpointError(f"checkpoint {source} has NaN or inf weights in {', '.join(broken[:3])}"
