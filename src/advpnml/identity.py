@@ -64,6 +64,9 @@ def computation_digest(model: nn.Module) -> str:
 
 def architecture(model: nn.Module) -> str:
     """The architecture in words: the registry name and the external source it was read as, else the class."""
+    named = getattr(model, "advpnml_architecture", None)
+    if isinstance(named, str):
+        return named
     spec = getattr(model, "advpnml_spec", None)
     if isinstance(spec, dict) and "arch" in spec:
         return spec["arch"] + (f" (source {spec['source']})" if spec.get("source") else "")

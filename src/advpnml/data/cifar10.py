@@ -78,6 +78,8 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         # The CIFAR-10 batches are pickled dicts of numpy arrays, the format the dataset is published in.
         try:
             batch = _BatchUnpickler(f, path, size).load()
+        except DataFileError:
+            raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
                 MemoryError, RecursionError) as err:
             raise DataFileError(f"{path} is not a readable CIFAR-10 batch: {str(err)[:160] or type(err).__name__}") from None

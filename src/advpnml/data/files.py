@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Iterable
 
 
-class DataFileError(FileNotFoundError):
-    """A dataset's files are missing or malformed; the message names the path expected."""
+class DataFileError(FileNotFoundError, ValueError):
+    """A dataset's files are missing or malformed; the message names the path expected. A ValueError too: bad data
+    is bad input, caught with every other one-line error of the library."""
 
 
 def find_file(data_dir: str | os.PathLike, subdirs: Iterable[str], names: Iterable[str]) -> Path | None:

@@ -42,3 +42,23 @@ class Normalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean_values}, std={self.std_values}"
+
+
+class Normalized(nn.Module):
+    """``model(normalize(x))``: a model that expects normalized inputs, made to take inputs in [0, 1] (the
+    torchattacks/RobustBench convention the attacks and the defense assume)."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.model = model
+
+    @property
+    def advpnml_architecture(self) -> str:
+        """What a records header names: the wrapped model's class, normalized."""
+        return f"{type(self.model).__module__}.{type(self.model).__qualname__} (normalized)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize.mean_values is not None and x.dim() == 4 and x.shape[1] != len(self.normalize.mean_values):
+            raise ValueError(f"normalize has {len(self.normalize.mean_values)} channels but the inputs have {x.shape[1]}")
+        return self.model(self.normalize(x))
