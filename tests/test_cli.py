@@ -96,3 +96,18 @@ def test_ctrl_c_says_truthfully_what_was_saved(monkeypatch, capsys):
     monkeypatch.setattr(cli, "load_run", interrupted)
     assert main(["evaluate", "--checkpoint", "x.pt"]) == 130
     assert "every finished batch" in capsys.readouterr().err
+
+
+def test_predict_with_a_model_that_cannot_take_the_data_is_one_line(standard_model, tmp_path, cifar10_dir, capsys):
+    checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", "cifar10", "--data-dir", str(cifar10_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not take cifar10 inputs of shape (3, 32, 32)" in err
+
+
+def test_a_named_dataset_without_config_takes_its_own_preset(tmp_path, cifar10_dir, capsys):
+    from advpnml.jobs import choose_preset
+
+    assert choose_preset(None, "cifar10").eps == 0.031 and choose_preset(None, None).name == "mnist5k"
+    assert choose_preset(None, str(tmp_path / "x.npz"), 0.1, 0.05).name == "generic"
+    assert choose_preset("mnist", "cifar10").name == "mnist", "--config wins"

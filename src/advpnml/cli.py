@@ -17,7 +17,8 @@ from .demo import run_demo
 from .experiments.adaptive_training import run_adaptive_training
 from .experiments.sweeps import parse_values, sweep_run
 from .experiments.toy import run_toy
-from .jobs import Run, describe, detect, evaluate_and_report, evaluate_protocols, load_model, load_run, predict
+from .jobs import (Run, choose_preset, describe, detect, evaluate_and_report, evaluate_protocols, load_data, load_model, load_run,
+                   predict)
 from .models import MEMORY_FORMATS, CheckpointError, EXTERNAL_SOURCES
 from .precision import PRECISIONS
 from .runtime import Runtime, start_runtime
@@ -35,14 +36,21 @@ def _in_runtime(job):
 
 
 def cmd_predict(args: argparse.Namespace, runtime: Runtime) -> None:
-    model, meta = load_model(args.checkpoint, args.source)
+    model, meta = load_model(args.checkpoint, args.source, args.model, _normalization(args))
     name = args.dataset or meta.get("dataset") or "mnist5k"
-    preset = from_preset(args.config or name, args.set)  # lambda: --lam, else the preset's (the dataset's by default)
+    preset = choose_preset(args.config, name, args.eps, args.lam, args.set)  # lambda: --lam, else the preset's
     defense = preset.defense(args.lam, refine_steps=args.refine_steps, top_k=args.top_k)
-    dataset = load_dataset(name, args.split, args.data_dir, args.download, args.n)
-    found = predict(model, dataset, defense, runtime, args.batch_size)
+    dataset = load_data(name, args.split, args.data_dir, args.download, args.n, args.image_size)
+    found = predict(model, dataset, defense, runtime, args.batch_size, meta)
     print(f"{dataset.info.name} {args.split}, {found['samples']} samples, lambda={defense.refine_eps:g}, {found['seconds']:.1f} s")
     print(f"  base model accuracy:       {100 * found['base']:.2f}%\n  Adversarial pNML accuracy: {100 * found['defense']:.2f}%")
+
+
+def _normalization(args: argparse.Namespace) -> tuple[list[float], list[float]] | None:
+    """``--mean``/``--std`` as the (mean, std) pair a model expecting normalized inputs is wrapped with."""
+    if (args.mean is None) != (args.std is None):
+        raise ValueError("--mean and --std go together (the normalization your model expects)")
+    return None if args.mean is None else (args.mean, args.std)
 
 
 def cmd_train(args: argparse.Namespace, runtime: Runtime) -> None:
@@ -65,16 +73,21 @@ def _load_run(args: argparse.Namespace, preset: Preset, protocol: str) -> Run:
     only = args.attacks.split(",") if args.attacks else None
     if only and args.protocol == "both":  # one --attacks list for both protocols: each runs the columns it has
         only = preset.columns_under(only, args.suite, protocol)
-    return load_run(preset, args.checkpoint, args.source, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-                    download=args.download, n=args.n, eps=args.eps, refine_eps=args.lam, defended=not args.no_defense,
-                    only=only, suite=args.suite, protocol=protocol, batch_size=args.batch_size, seed=args.seed,
-                    cascade=args.cascade)
+    return load_run(preset, args.checkpoint, args.source, model_spec=args.model, normalize=_normalization(args),
+                    dataset=args.dataset, split=args.split, data_dir=args.data_dir, download=args.download, n=args.n,
+                    image_size=args.image_size, eps=args.eps, refine_eps=args.lam, defended=not args.no_defense, only=only,
+                    suite=args.suite, protocol=protocol, batch_size=args.batch_size, seed=args.seed, cascade=args.cascade)
+
+
+def _preset(args: argparse.Namespace) -> Preset:
+    return choose_preset(args.config, args.dataset, args.eps, args.lam, args.set)
 
 
 def cmd_evaluate(args: argparse.Namespace, runtime: Runtime) -> None:
-    preset = from_preset(args.config, args.set)
+    preset = _preset(args)
     both = args.protocol == "both"
-    out = Path(args.out or ("runs/eval-protocols" if both else f"runs/eval-{args.dataset or preset.dataset}"))
+    data = args.dataset or preset.dataset
+    out = Path(args.out or ("runs/eval-protocols" if both else f"runs/eval-{Path(data).stem if data else 'data'}"))
     if both:
         evaluate_protocols(lambda protocol: _load_run(args, preset, protocol), out, runtime, not args.overwrite, args.checks)
     else:
@@ -91,7 +104,7 @@ def cmd_table1(args: argparse.Namespace, runtime: Runtime) -> None:
 def cmd_sweep(args: argparse.Namespace, runtime: Runtime) -> None:
     if args.protocol == "both":
         raise ValueError("reproduce sweep runs one protocol: --protocol strict or paper")
-    preset = from_preset(args.config, args.set)
+    preset = _preset(args)
     values = parse_values(args.param, args.values.split(",") if args.values else preset.sweep_values(args.param))
     run = _load_run(args, preset, args.protocol)
     sweep_run(run, args.param, values, args.out or f"runs/sweep-{run.settings.dataset}-{args.param}", runtime, args.protocol,
@@ -119,13 +132,29 @@ def _layout_arg(p: argparse.ArgumentParser, default: str, note: str = "") -> Non
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=None, help="an advpnml checkpoint, or an external state dict with --source "
-                   "(optional for a source whose package ships its file: autoattack_resnet18)")
+    p.add_argument("--checkpoint", default=None, help="an advpnml checkpoint; an external state dict with --source; or, with "
+                   "--model, a plain state dict (or one under 'state_dict' or 'model') of your class (optional for a source "
+                   "whose package ships its file: autoattack_resnet18)")
     p.add_argument("--source", default=None, help=f"read --checkpoint as: {', '.join(EXTERNAL_SOURCES)} or an architecture")
+    p.add_argument("--model", default=None, metavar="FILE.py:NAME", help="your own model: NAME() (a class or function in "
+                   "FILE.py, or package.module:NAME) builds it; imports and runs that file, as you ask")
+    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean your model expects its inputs normalized "
+                   "with, e.g. 0.4914,0.4822,0.4465 (with --std; inputs stay in [0, 1])")
+    p.add_argument("--std", type=_floats, default=None, help="per-channel std, with --mean")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _data_args(p: argparse.ArgumentParser, split: str = "test") -> None:
-    p.add_argument("--data", "--dataset", dest="dataset", default=None, choices=DATASETS, help="dataset (default: the config's)")
+    p.add_argument("--data", "--dataset", dest="dataset", default=None, metavar="NAME_OR_PATH", help=f"a dataset "
+                   f"({', '.join(DATASETS)}; default: the config's) or your own: a .npz/.pt file holding x (N, C, H, W; "
+                   "uint8 or floats in [0, 1]) and y, or an image folder (one subfolder per class, with --image-size)")
+    p.add_argument("--image-size", type=int, default=None, help="side an image folder's images are resized and cropped to")
     p.add_argument("--split", default=split, help="dataset split (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files (mnist, cifar10, imagenet)")
     p.add_argument("--download", action="store_true", help="download missing dataset files (needs a network)")
@@ -134,8 +163,10 @@ def _data_args(p: argparse.ArgumentParser, split: str = "test") -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: %(default)s)")
 
 
-def _config_args(p: argparse.ArgumentParser, default: str | None = "mnist5k", defense: bool = True) -> None:
-    p.add_argument("--config", default=default, help=f"preset ({', '.join(list_configs())}) or a .toml file (default: {default})")
+def _config_args(p: argparse.ArgumentParser, default: str | None = None, defense: bool = True) -> None:
+    p.add_argument("--config", default=default, help=f"preset ({', '.join(list_configs())}) or a .toml file (default: "
+                   + (default or "the named dataset's preset, mnist5k when none is named; for a data file of your own, the "
+                      "generic suite with budgets from --eps") + ")")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. PGD.restarts=2 or training.lr=0.05")
     if defense:
         p.add_argument("--eps", type=float, default=None, help="attack radius (default: the config's)")
@@ -165,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"advpnml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     model, data, train_data = _group(_model_args), _group(_data_args), _group(lambda p: _data_args(p, "train"))
-    config, evaluation = _group(lambda q: _config_args(q, defense=False)), _group(_config_args, _eval_args)
+    config, evaluation = _group(lambda q: _config_args(q, "mnist5k", defense=False)), _group(_config_args, _eval_args)
     device = _group(lambda q: q.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: %(default)s)"))
 
     def command(parent, name: str, func, help: str, parents=()) -> argparse.ArgumentParser:
@@ -223,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=4000, help="fine-tuning images (default: %(default)s)")
     p.add_argument("--samples", "--n", dest="n", type=int, default=200, help="test samples (default: %(default)s)")
     p.add_argument("--out", default="runs/adaptive-training", help="output folder (default: %(default)s)")
-    p = command(sub, "detect", _in_runtime(lambda a, rt: detect(_load_run(a, from_preset(a.config, a.set), "strict"), a.out, rt,
+    p = command(sub, "detect", _in_runtime(lambda a, rt: detect(_load_run(a, _preset(a), "strict"), a.out, rt,
                                                               a.steps, a.beta, a.batch_size)),
                 "the pNML regret as an adversarial-input detector: ROC AUC, detection at 5%% FPR, ROC plot",
                 [model, data, _group(_config_args)])

@@ -450,7 +450,8 @@ class Preset:
     def eps(self) -> float:
         """The evaluation's attack radius."""
         if "eps" not in self.data.get("evaluation", {}):
-            raise ValueError(f"config {self.name!r} has no [evaluation] eps; pass --eps")
+            raise ValueError(f"config {self.name!r} has no [evaluation] eps; pass --eps (the attack radius"
+                             + ("; without a preset every budget follows from it)" if self.name == "generic" else ")"))
         return float(self.data["evaluation"]["eps"])
 
     @property
@@ -509,6 +510,38 @@ class Preset:
             refine_steps=defense.refine_steps, top_k=defense.top_k, batch_size=batch_size or self.batch_size, seed=seed,
             model=model, cascade=cascade, bpda=defense.bpda,
         )
+
+
+#: Without a preset (``advpnml.evaluate(model, data, eps=..., lam=...)``, or ``--data FILE`` without ``--config``)
+#: the suite's budgets follow from eps by this rule: PGD (transferred), the adaptive attacks through the defense
+#: (cross-entropy and margin) and the joint-hypotheses attack take ``GENERIC_STEPS`` steps of
+#: ``2.5 * eps / GENERIC_STEPS`` (Madry et al.'s rule: the path can cross the eps-ball 2.5 times) from one random
+#: start; FGSM one step of eps; HopSkipJump the paper's 26,000 queries. AutoAttack's attacks keep their
+#: parameter-free defaults, as in every preset: APGD-CE and APGD-T 100 steps (9 targets), Square 5,000 queries.
+GENERIC_STEPS = 100
+GENERIC_HSJA_QUERIES = 26000
+_GENERIC_PGD_COLUMNS = ("PGD", "Adaptive", "Adaptive-margin", "Joint hypotheses")
+
+
+def generic_preset(eps: float | None, lam: float | None = None, overrides: list[str] | None = None) -> Preset:
+    """The image presets' attack suite (``_suite.toml``) at radius ``eps`` and lambda ``lam``, budgets by the rule
+    above; ``overrides`` as ``--set`` takes them (``PGD.restarts=5``)."""
+    data = load_config("_suite")
+    if lam is not None:
+        data["defense"] = {"refine_eps": lam}
+    if eps is None:  # a job that attacks nothing (predict); one that does is refused by Preset.eps, asking for --eps
+        return Preset("generic", apply_overrides(data, overrides or []))
+    if not _type_ok(eps, _NUMBER) or not 0 < eps < float("inf"):
+        raise ValueError(f"eps (--eps) must be a finite number > 0, got {eps!r}")
+    data["evaluation"]["eps"] = float(eps)
+    for column in _GENERIC_PGD_COLUMNS:
+        values = {"steps": GENERIC_STEPS, "step_size": 2.5 * eps / GENERIC_STEPS} | ({"restarts": 1} if column != "Joint hypotheses" else {})
+        for key, value in values.items():
+            _set_column(data, "the generic rule", column, key, value, "evaluation")
+    _set_column(data, "the generic rule", "HSJA", "max_queries", GENERIC_HSJA_QUERIES, "evaluation")
+    data = apply_overrides(data, overrides or [])
+    check_config(data, "the generic suite" + (f" with --set {' '.join(overrides)}" if overrides else ""))
+    return Preset("generic", data)
 
 
 def from_preset(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> Preset:

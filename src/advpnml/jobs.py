@@ -14,19 +14,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from .config import PROTOCOLS, DefenseSpec, EvalSettings, Preset
-from .data import load_dataset
+from .config import PROTOCOLS, DefenseSpec, EvalSettings, Preset, from_preset, generic_preset
+from .data import DATASETS, load_dataset
+from .data.user import as_dataset
 from .defense import AdversarialPnml
 from .evaluation import build_attack, evaluate
 from .lock import hold
 from .modes import frozen_parameters
-from .models import CheckpointError, default_checkpoint, load_checkpoint, load_external, use_memory_format
+from .models import (CheckpointError, Normalized, build_user_model, default_checkpoint, load_checkpoint, load_external, load_state,
+                     use_memory_format)
 from .precision import with_precision
 from .protocols import write_comparison
 from .records import EvalResult
@@ -34,16 +36,51 @@ from .reporting import markdown_table, summary_table, write_report
 from .runtime import Runtime
 
 
-def load_model(checkpoint: str | None, source: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """An advpnml checkpoint, or (with ``source``) an external file read as that source; the model and its metadata.
+def load_model(checkpoint: str | None, source: str | None = None, model_spec: str | None = None,
+               normalize: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to evaluate and its metadata: an advpnml checkpoint; an external file read as ``source``; or (with
+    ``model_spec``, ``FILE.py:NAME``) the user's own class built by calling NAME, ``checkpoint`` then a plain state
+    dict. ``normalize=(mean, std)`` wraps a model that expects normalized inputs.
 
     A source whose package ships its weights (``autoattack_resnet18``) needs no ``checkpoint``."""
-    if source:
+    if model_spec:
+        if source:
+            raise ValueError("--model builds your own class and --source reads a file as one of ours: pass one of them")
+        model = build_user_model(model_spec)
+        if checkpoint:
+            load_state(model, checkpoint)
+        model, meta = model.eval(), {"arch": model_spec, "source": checkpoint}
+    elif source:
         checkpoint = checkpoint or str(default_checkpoint(source))
-        return load_external(checkpoint, source), {"arch": source, "source": checkpoint}
-    if checkpoint is None:
-        raise CheckpointError("--checkpoint is required (or --source autoattack_resnet18, whose package ships its file)")
-    return load_checkpoint(checkpoint)
+        model, meta = load_external(checkpoint, source), {"arch": source, "source": checkpoint}
+    elif checkpoint is None:
+        raise CheckpointError("--checkpoint is required (or --model FILE.py:NAME for your own class, or --source "
+                              "autoattack_resnet18, whose package ships its file)")
+    else:
+        model, meta = load_checkpoint(checkpoint)
+    if normalize is not None:
+        model = Normalized(model, *normalize)
+    return model, meta
+
+
+def choose_preset(config: str | None, data: str | None, eps: float | None = None, lam: float | None = None,
+                  overrides: list[str] | None = None) -> Preset:
+    """The preset of a command: ``config`` when given; else a named dataset's own preset (``mnist5k`` when none is
+    named); else, for data of the user's own (a file or folder), the generic suite with budgets from ``eps``
+    (:func:`advpnml.config.generic_preset`)."""
+    if config:
+        return from_preset(config, overrides)
+    if data is not None and data not in DATASETS:
+        return generic_preset(eps, lam, overrides)
+    return from_preset(data or "mnist5k", overrides)
+
+
+def load_data(name: str, split: str = "test", data_dir: str | None = None, download: bool = False, n: int | None = None,
+              image_size: int | None = None) -> Dataset:
+    """A named dataset (:data:`advpnml.data.DATASETS`) or the user's own file or image folder."""
+    if name in DATASETS:
+        return load_dataset(name, split, data_dir, download, n)
+    return as_dataset(name, n, image_size=image_size)
 
 
 @dataclass
@@ -56,26 +93,44 @@ class Run:
     settings: EvalSettings
 
 
-def load_run(preset: Preset, checkpoint: str | None, source: str | None = None, *, dataset: str | None = None,
+def load_run(preset: Preset, checkpoint: str | None, source: str | None = None, *, model_spec: str | None = None,
+             normalize: tuple[Sequence[float], Sequence[float]] | None = None, dataset: str | None = None,
              split: str = "test", data_dir: str | None = None, download: bool = False, n: int | None = None,
-             **settings: Any) -> Run:
+             image_size: int | None = None, **settings: Any) -> Run:
     """Model, data and settings of one evaluation: the preset's values unless given here.
 
-    ``settings``: the keyword arguments of :meth:`Preset.eval_settings <advpnml.config.Preset.eval_settings>`
-    (``eps``, ``refine_eps``, ``defended``, ``only``, ``suite``, ``protocol``, ``batch_size``, ``seed``,
-    ``cascade``). Every attack is built once here, so a bad parameter fails before any attack runs.
+    The model as :func:`load_model` reads it; ``dataset`` a name or the user's own file or folder. ``settings``:
+    the keyword arguments of :meth:`Preset.eval_settings <advpnml.config.Preset.eval_settings>` (``eps``,
+    ``refine_eps``, ``defended``, ``only``, ``suite``, ``protocol``, ``batch_size``, ``seed``, ``cascade``).
+    Every attack is built once here, so a bad parameter fails before any attack runs.
     """
     preset.eval_settings(dataset or preset.dataset or "", split, 1, **settings)  # bad eps, lambda, columns: before any loading
-    model, meta = load_model(checkpoint, source)
+    model, meta = load_model(checkpoint, source, model_spec, normalize)
     name = dataset or preset.dataset or meta.get("dataset")
     if name is None:
         raise ValueError("no dataset: pass --data (the config and the checkpoint name none)")
-    data = load_dataset(name, split, data_dir, download, n if n is not None else preset.n)
-    _check_fits(model, meta, data)
-    run_settings = preset.eval_settings(name, split, len(data), model=str(checkpoint), **settings)
+    data = load_data(name, split, data_dir, download, n if n is not None else preset.n, image_size)
+    label = " ".join(str(part) for part in (model_spec, checkpoint) if part) or str(checkpoint)
+    return make_run(preset, model, data, meta=meta, model_name=label, split=split, **settings)
+
+
+def make_run(preset: Preset, model: nn.Module, dataset: Dataset, *, meta: dict[str, Any] | None = None, model_name: str = "",
+             split: str = "test", **settings: Any) -> Run:
+    """The run of ``model`` on ``dataset`` (any dataset with an ``.info``, the user's own included) under ``preset``:
+    the model checked against the data (one forward and backward, :func:`_check_fits`) and every attack built, so
+    a bad model, label or parameter fails in one line before any attack runs. ``settings`` as :func:`load_run`."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+    name = dataset.info.name
+    preset.eval_settings(name, split, 1, **settings)
+    _check_fits(model, meta or {}, dataset)
+    run_settings = preset.eval_settings(name, split, len(dataset), model=model_name, **settings)
     for spec in run_settings.attacks:
-        build_attack(spec, run_settings.eps, data.info.bounds, run_settings.seed)
-    return Run(preset, model, data, run_settings)
+        attack = build_attack(spec, run_settings.eps, dataset.info.bounds, run_settings.seed)
+        if getattr(attack, "name", "") == "square" and len(dataset.info.input_shape) != 3:
+            raise ValueError(f"column {spec.column!r} (Square) needs image inputs (C, H, W), the data's are "
+                             f"{dataset.info.input_shape}; leave it out with attacks=[...] (--attacks)")
+    return Run(preset, model, dataset, run_settings)
 
 
 def _check_fits(model: nn.Module, meta: dict[str, Any], data: Dataset) -> None:
@@ -103,16 +158,18 @@ def _check_fits(model: nn.Module, meta: dict[str, Any], data: Dataset) -> None:
                          "defense's refinement need that gradient")
 
 
-def evaluate_and_report(run: Run, out: str | Path, runtime: Runtime, resume: bool = True, checks: int = 50) -> EvalResult | None:
-    """Evaluate ``run`` (resumable in ``out``), run the gradient-masking checks on its first ``checks`` samples,
-    write ``results.md/.csv/.json/.png`` with the paper's numbers where they apply, and log the tables.
+def evaluate_and_report(run: Run, out: str | Path | None, runtime: Runtime, resume: bool = True, checks: int = 50) -> EvalResult | None:
+    """Evaluate ``run`` (resumable in ``out``), run the gradient-masking checks on its first ``checks`` samples
+    (kept in ``result.checks``), write ``results.md/.csv/.json/.png`` with the paper's numbers where they apply, and
+    log the tables. ``out=None``: the same evaluation and checks, nothing written.
 
     Returns the result on rank 0, None on the other ranks of a torchrun job."""
     runtime = runtime.for_rank()
     model, dataset, settings = run.model, run.dataset, run.settings
-    out = Path(out)
+    out = Path(out) if out is not None else None
     runtime.log(f"evaluating {settings.model} on {settings.dataset} {settings.split} ({len(dataset)} samples{runtime.processes}), "
-                f"eps={settings.eps:g}, lambda={settings.refine_eps}{', cascade' if settings.cascade else ''} -> {out}")
+                f"eps={settings.eps:g}, lambda={settings.refine_eps}{', cascade' if settings.cascade else ''}"
+                + (f" -> {out}" if out is not None else ""))
     for spec in settings.attacks:
         runtime.log(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
     with hold(out if runtime.is_main else None, runtime.log):  # held through the report too
@@ -120,9 +177,8 @@ def evaluate_and_report(run: Run, out: str | Path, runtime: Runtime, resume: boo
         return _check_and_report(run, result, out, runtime, checks) if runtime.is_main else None
 
 
-def _check_and_report(run: Run, result: EvalResult, out: Path, runtime: Runtime, checks: int) -> EvalResult:
+def _check_and_report(run: Run, result: EvalResult, out: Path | None, runtime: Runtime, checks: int) -> EvalResult:
     model, dataset, settings = run.model, run.dataset, run.settings
-    found = []
     if checks > 0:
         from .masking import masking_checks
 
@@ -131,10 +187,13 @@ def _check_and_report(run: Run, result: EvalResult, out: Path, runtime: Runtime,
         y = torch.as_tensor([int(h[1]) for h in head]).to(runtime.device)
         runtime.log(f"\ngradient-masking checks on {len(y)} samples:")
         checked = with_precision(model.to(runtime.device), runtime.precision)  # the classifier as evaluate ran it
-        found = masking_checks(checked, x, y, settings.eps, settings.defense, result, dataset.info.bounds, log=runtime.log)
+        result.checks = masking_checks(checked, x, y, settings.eps, settings.defense, result, dataset.info.bounds, log=runtime.log)
     paper = run.preset.paper_numbers(settings.dataset, settings.eps)
-    paths = write_report(result, out, paper=paper, checks=found)
-    runtime.log(f"\n{markdown_table(result, paper)}\n\n{summary_table(result)}\n\nwrote {', '.join(str(p) for p in paths.values())}")
+    wrote = ""
+    if out is not None:
+        paths = write_report(result, out, paper=paper, checks=result.checks)
+        wrote = f"\n\nwrote {', '.join(str(p) for p in paths.values())}"
+    runtime.log(f"\n{markdown_table(result, paper)}\n\n{summary_table(result)}{wrote}")
     return result
 
 
@@ -157,10 +216,13 @@ def evaluate_protocols(load: Callable[[str], Run], out: str | Path, runtime: Run
     return path
 
 
-def predict(model: nn.Module, dataset: Dataset, defense: DefenseSpec, runtime: Runtime, batch_size: int = 100) -> dict[str, Any]:
-    """Clean accuracy of the model and of its defense on ``dataset``, with a progress bar; returns counts and time."""
+def predict(model: nn.Module, dataset: Dataset, defense: DefenseSpec, runtime: Runtime, batch_size: int = 100,
+            meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Clean accuracy of the model and of its defense on ``dataset``, with a progress bar; returns counts and time.
+    A model that does not take the data is one line first (:func:`_check_fits`)."""
     from tqdm.auto import tqdm
 
+    _check_fits(model, meta or {}, dataset)
     model = model.to(runtime.device).eval()
     use_memory_format(model, runtime.device, runtime.memory_format, example=dataset[0][0].unsqueeze(0))
     defended = AdversarialPnml.from_spec(model, defense, dataset.info.bounds).eval()

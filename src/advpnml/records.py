@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +35,8 @@ class EvalResult:
     timings: dict[str, float]
     #: how many samples ``timings`` cover (a resumed run times only what it ran); None: all records
     timed_samples: int | None = None
+    #: the gradient-masking checks run beside it (:func:`advpnml.masking.masking_checks`), when they ran
+    checks: list[Any] = field(default_factory=list)
 
     @property
     def samples_timed(self) -> int:
