@@ -51,3 +51,22 @@ def test_white_box_weaker_than_black_box_is_flagged():
 
     assert _attack_order_checks(EvalResult(settings, records, {}), "base")[0].status == "warn"
     assert _attack_order_checks(EvalResult(settings, records, {}), "defense")[0].status == "pass"
+
+
+def test_a_genuinely_robust_cifar10_model_passes_accuracy_vs_eps(shared_data):
+    """ResNet-4B, PGD-trained at 2/255, keeps ~20% at 4 x eps: that is robustness, not masking. The check attacks at the
+    box's half-width too, where every image can be moved onto the same one, and compares with the largest class."""
+    import advpnml
+    from advpnml.masking import reachable_ceiling
+
+    path = shared_data / "weights" / "abcrown_cifar10_resnet4b" / "resnet4b.pth"
+    if not path.is_file():
+        import pytest
+
+        pytest.skip("no ResNet-4B checkpoint in the shared folder")
+    model = advpnml.load_external(path, "abcrown_resnet4b")
+    data = advpnml.load_dataset("cifar10", "test", shared_data / "cifar10", n=30)
+    checks = masking_checks(model, data.x, data.y, eps=2 / 255, steps=10)
+    check = next(c for c in checks if c.name == "accuracy vs eps")
+    assert check.status == "pass" and "at eps 0.5, where at most" in check.detail, check.detail
+    assert reachable_ceiling(torch.tensor([0, 0, 1, 2])) == 0.5
