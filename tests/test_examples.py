@@ -1,0 +1,51 @@
+"""The examples a user copies from run, at tiny budgets (the RobustBench one needs the internet: it must compile)."""
+from __future__ import annotations
+
+import json
+import py_compile
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _run(*argv: str, cwd: Path) -> str:
+    done = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_your_model_example_runs_and_its_command_line_gives_the_same_numbers(tmp_path):
+    out = _run(str(EXAMPLES / "your_model.py"), "--quick", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert "| Adversarial pNML |" in out and "worst case: base" in out
+    command = out.strip().splitlines()[-1].split()
+    assert command[:2] == ["advpnml", "evaluate"]
+    from advpnml.cli import main
+
+    assert main([*_unquote(command[1:]), "--checks", "4", "--device", "cpu"]) == 0
+    python = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    cli = json.loads((tmp_path / "run" / "eval-cli" / "results.json").read_text())
+    assert python["accuracy"] == cli["accuracy"] and python["summary"] == cli["summary"]
+
+
+def _unquote(words: list[str]) -> list[str]:
+    """The printed command's words as a shell would pass them (``--set 'Joint hypotheses.steps=3'``)."""
+    import shlex
+
+    return shlex.split(" ".join(words))
+
+
+def test_art_interop_example_runs(tmp_path):
+    pytest.importorskip("art", reason="the ART example needs adversarial-robustness-toolbox (the test extra)")
+    out = _run(str(EXAMPLES / "art_interop.py"), "--quick", cwd=tmp_path)
+    assert "ART's PGD" in out and "predictions equal the defense's: True" in out
+
+
+def test_robustbench_example_compiles_and_says_it_is_not_run():
+    path = EXAMPLES / "robustbench_model.py"
+    py_compile.compile(str(path), doraise=True)
+    text = path.read_text()
+    assert "NOT RUN IN CI" in text and 'load_model("Carmon2019Unlabeled", dataset="cifar10", threat_model="Linf")' in text
