@@ -44,8 +44,12 @@ class AttackSpec:
             raise ValueError(f"attack {self.column!r} runs on no model (base=false and defense={self.defense!r})")
 
 
-#: Backward passes through the refinement: ours (identity) and the official code's (clamp in the graph).
-BPDA_MODES = ("identity", "clamp")
+#: Backward passes through the refinement: ours (identity) and the official code's (clamp in the graph), and the
+#: paper's Appendix B attack it called too hard in 2020: differentiate the refinement itself, through the gradient
+#: it steps along (Hessian-vector products), with ``sign`` replaced in the backward by a surrogate
+#: (:data:`SECOND_ORDER`: straight-through, a scaled tanh, the normalized gradient).
+SECOND_ORDER = ("second-order-ste", "second-order-tanh", "second-order-normalized")
+BPDA_MODES = ("identity", "clamp", *SECOND_ORDER)
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,16 @@ any gradient attack run on this module is the paper's adaptive attack.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import BPDA_MODES, DefenseSpec
+from .config import BPDA_MODES, SECOND_ORDER, DefenseSpec
 from .modes import frozen_parameters
+from .second_order import refine_through_gradient
 from .validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 
 #: log-probability given to labels outside the top-k hypotheses: exp() of it is exactly 0 in
@@ -80,7 +82,9 @@ class AdversarialPnml(nn.Module):
         bpda: the backward of the refinement. ``"identity"`` (ours): the refined input is
             ``x + delta.detach()``, gradient 1 everywhere. ``"clamp"``: the paper's official code,
             ``clamp(x + step.detach())`` with the clamp to ``bounds`` left in the graph, so pixels the
-            refinement pushes out of the box get zero gradient (``--protocol paper``). Same forward.
+            refinement pushes out of the box get zero gradient (``--protocol paper``). ``"second-order-*"``:
+            the refinement differentiated through the gradient it steps along (Appendix B, eq. 15;
+            :mod:`advpnml.second_order`). Same forward.
 
     ``forward`` returns log q, shape (N, C), so the defended model is itself a classifier that
     every attack in :mod:`advpnml.attacks` runs against unchanged.
@@ -153,7 +157,7 @@ class AdversarialPnml(nn.Module):
         if x.shape[0] == 0:
             return self._empty_output(x)
         shared = None
-        if self.gradient_mode == "shared":
+        if self.gradient_mode == "shared" and not self._second_order(x):
             # The one forward of x: its graph gives the first step's H gradients, its logits the top-k.
             x_leaf = x.detach().requires_grad_(True)
             with torch.enable_grad(), frozen_parameters(self.model):
@@ -198,6 +202,9 @@ class AdversarialPnml(nn.Module):
         ``labels`` is (N, H). The returned tensor is ``x + delta`` with ``delta`` detached, so its
         gradient w.r.t. ``x`` is the identity (BPDA) while its value is the refined input.
         """
+        if self._second_order(x):
+            return refine_through_gradient(self.model, x, labels, self.step_size, self.refine_steps, self.refine_eps, self.bounds,
+                                           self.bpda)
         n, h = labels.shape
         flat_shape = (n * h, *x.shape[1:])
         start = x.detach().unsqueeze(1).expand(n, h, *x.shape[1:]).reshape(flat_shape)
@@ -222,6 +229,19 @@ class AdversarialPnml(nn.Module):
             return (x.unsqueeze(1) + step).clamp(*self.bounds)
         delta = (current - start).detach().view(n, h, *x.shape[1:])
         return x.unsqueeze(1) + delta
+
+    def _second_order(self, x: torch.Tensor) -> bool:
+        """Whether this call differentiates the refinement itself (an attack's forward with a second-order backward)."""
+        return self.bpda in SECOND_ORDER and torch.is_grad_enabled() and x.requires_grad
+
+    def with_backward(self, bpda: str) -> "AdversarialPnml":
+        """The same defense (same model, same forward) with another backward through the refinement: what an attack
+        column with ``backward = ...`` runs against (:data:`advpnml.config.BPDA_MODES`)."""
+        if bpda not in BPDA_MODES:
+            raise ValueError(f"backward must be one of {', '.join(BPDA_MODES)}, got {bpda!r}")
+        other = copy.copy(self)
+        other.bpda = bpda
+        return other
 
     def _shared_first_gradients(self, x: torch.Tensor, labels: torch.Tensor,
                                 shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

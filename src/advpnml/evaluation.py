@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .attacks import REFERENCE_ATTACKS, Attack, create_attack
-from .config import AttackSpec, EvalSettings
+from .config import BPDA_MODES, AttackSpec, EvalSettings
 from .data import dataset_bounds
 from .defense import AdversarialPnml
 from .distributed import DistContext
@@ -37,8 +37,17 @@ from .runtime import Runtime
 
 
 def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
-    """The attack object of one column at radius ``eps`` (``spec.params`` may override eps)."""
-    params = {"eps": eps, "bounds": bounds, **spec.params, "seed": seed}
+    """The attack object of one column at radius ``eps`` (``spec.params`` may override eps). ``params.backward`` is
+    not the attack's: it names the backward the defense is differentiated with for this column
+    (:data:`advpnml.config.BPDA_MODES`; the second-order ones are the paper's Appendix B attack)."""
+    backward = spec.params.get("backward")
+    if backward is not None:
+        if backward not in BPDA_MODES:
+            raise ValueError(f"attack column {spec.column!r}: backward must be one of {', '.join(BPDA_MODES)}, got {backward!r}")
+        if spec.base or spec.defense != "direct":
+            raise ValueError(f"attack column {spec.column!r}: backward changes how the defense is differentiated; it needs "
+                             "base = false and defense = \"direct\"")
+    params = {"eps": eps, "bounds": bounds, **{k: v for k, v in spec.params.items() if k != "backward"}, "seed": seed}
     attack = create_attack(spec.attack, **params)
     if getattr(attack, "step_size", None) == 0:  # the library allows it (a pure random-start probe); a column never wants it
         raise ValueError(f"attack column {spec.column!r}: step_size 0 never moves from its start; give a step size > 0")
@@ -246,7 +255,10 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Calla
                 pred["defense"][spec.column] = timed(f"defense/{spec.column}",
                                                      lambda: predict_on(models["defense"], base_adv, defense_mask))
             else:
-                adv = attack_on(f"defense/{spec.column}", spec, models["defense"], defense_mask)
+                target = models["defense"]
+                if spec.params.get("backward"):  # the same defense differentiated another way (second order: Appendix B)
+                    target = target.with_backward(spec.params["backward"])
+                adv = attack_on(f"defense/{spec.column}", spec, target, defense_mask)
                 pred["defense"][spec.column] = predict_on(models["defense"], adv, defense_mask)
         if cascade:
             for row in alive:

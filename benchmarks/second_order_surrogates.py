@@ -1,0 +1,100 @@
+"""Which surrogate for ``sign`` makes the strongest second-order attack through the defense (issue 27, Appendix B)?
+
+For each model: margin-loss PGD and APGD-CE through the defense, each with our identity BPDA and with the refinement
+differentiated through its gradient under each surrogate (:mod:`advpnml.second_order`), same budget, same start, same
+images. Writes a table (robust accuracy, the per-sample worst case over the four backwards, seconds) to --out.
+
+    python benchmarks/second_order_surrogates.py --data-dir ../shared/data --n 100 --out results/second_order_surrogates
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import advpnml
+from advpnml.allocator import tune_cpu_allocator
+from advpnml.attacks import APGD, APGDT, PGD
+from advpnml.config import SECOND_ORDER
+from advpnml.models import use_memory_format
+from advpnml.reporting import environment
+
+#: name: (source or "checkpoint", file: under data/weights for a source, else an advpnml checkpoint path; dataset, eps,
+#: lambda). The demo model is runs/demo/model/model.pt after `make demo` (or `advpnml train --config mnist5k`).
+MODELS = {
+    "lenet5-eps0.1": ("advertorch_lenet5", "advertorch_mnist_lenet5/mnist_lenet5_advtrained.pt", "mnist", 0.1, 0.1),
+    "lenet5": ("advertorch_lenet5", "advertorch_mnist_lenet5/mnist_lenet5_advtrained.pt", "mnist", 0.3, 0.1),
+    "demo-eps0.1": ("checkpoint", "runs/demo/model/model.pt", "mnist5k", 0.1, 0.1),
+    "demo": ("checkpoint", "runs/demo/model/model.pt", "mnist5k", 0.3, 0.1),
+    "official": ("checkpoint", "results/mnist_official_cpu/model.pt", "mnist5k", 0.3, 0.1),
+    "resnet4b": ("abcrown_resnet4b", "abcrown_cifar10_resnet4b/resnet4b.pth", "cifar10", 2 / 255, 0.0076),
+    "convex_small": ("convex_small", "convex_cifar10_small_8px/cifar_small_8px.pth", "cifar10", 8 / 255, 0.03),
+    "resnet18-control": ("autoattack_resnet18", None, "cifar10", 8 / 255, 0.03),
+}
+BACKWARDS = ("identity", *SECOND_ORDER)
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1) == y
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--attacks", default="PGD-margin,APGD-CE", help="of PGD-margin, APGD-CE, APGD-T")
+    parser.add_argument("--targets", type=int, default=3, help="APGD-T's target classes (default: %(default)s)")
+    parser.add_argument("--backwards", default=",".join(BACKWARDS), help="identity and the second-order surrogates")
+    parser.add_argument("--out", default="results/second_order_surrogates")
+    args = parser.parse_args()
+    tune_cpu_allocator()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, root = [], Path(args.data_dir)
+    for name in args.models.split(","):
+        source, weights, dataset, eps, lam = MODELS[name]
+        if source == "checkpoint":
+            model = advpnml.load_checkpoint(weights)[0]
+        else:
+            model = advpnml.load_external(root / "weights" / weights if weights else None, source)
+        data = advpnml.load_dataset(dataset, "test", root / ("mnist" if dataset == "mnist" else "cifar10"), n=args.n)
+        use_memory_format(model, "cpu", "auto", example=data.x[:2])
+        defended = advpnml.AdversarialPnml(model, lam).eval()
+        clean = accuracy(defended, data.x, data.y)
+        attacks = {"PGD-margin": lambda: PGD(eps, args.steps, 2.5 * eps / args.steps, loss="margin", seed=0),
+                   "APGD-CE": lambda: APGD(eps, steps=args.steps, loss="ce", seed=0),
+                   "APGD-T": lambda: APGDT(eps, steps=args.steps, n_targets=args.targets, seed=0)}
+        for attack_name in args.attacks.split(","):
+            make = attacks[attack_name]
+            robust_all = clean.clone()
+            for backward in args.backwards.split(","):
+                target = defended.with_backward(backward)
+                start = time.perf_counter()
+                x_adv = make()(target, data.x, data.y)
+                seconds = time.perf_counter() - start
+                robust = clean & accuracy(defended, x_adv, data.y)
+                robust_all &= robust
+                rows.append({"model": name, "eps": eps, "lambda": lam, "samples": len(data.y), "attack": attack_name,
+                             "backward": backward, "robust": robust.float().mean().item(), "seconds": seconds})
+                print(f"{name} {attack_name:<10} {backward:<24} {100 * rows[-1]['robust']:5.1f}%  {seconds:7.1f} s", flush=True)
+            rows.append({"model": name, "eps": eps, "lambda": lam, "samples": len(data.y), "attack": attack_name,
+                         "backward": "all, per sample", "robust": robust_all.float().mean().item(), "seconds": None})
+            print(f"{name} {attack_name:<10} {'all, per sample':<24} {100 * rows[-1]['robust']:5.1f}%", flush=True)
+    (out / "surrogates.json").write_text(json.dumps({"rows": rows, "steps": args.steps, "targets": args.targets,
+                                                    "environment": environment()}, indent=2) + "\n")
+    lines = ["| model | eps | lambda | attack | backward | robust (defense) | seconds |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        lines.append(f"| {r['model']} | {r['eps']:.4g} | {r['lambda']:g} | {r['attack']} | {r['backward']} | "
+                     f"{100 * r['robust']:.1f}% | {seconds} |")
+    (out / "surrogates.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
