@@ -15,6 +15,7 @@ from .config import PROTOCOLS, SUITES, Preset, from_preset, list_configs
 from .data import DATASETS, DataFileError, load_dataset
 from .demo import run_demo
 from .experiments.adaptive_training import run_adaptive_training
+from .experiments.mechanism import WORST_CASE_COLUMNS, collect, run_mechanism
 from .experiments.sweeps import parse_values, sweep_run
 from .experiments.toy import run_toy
 from .jobs import (Run, choose_preset, describe, detect, evaluate_and_report, evaluate_protocols, load_data, load_model, load_run,
@@ -109,6 +110,18 @@ def cmd_sweep(args: argparse.Namespace, runtime: Runtime) -> None:
     run = _load_run(args, preset, args.protocol)
     sweep_run(run, args.param, values, args.out or f"runs/sweep-{run.settings.dataset}-{args.param}", runtime, args.protocol,
               keep_hsja=bool(args.attacks))
+
+
+def cmd_mechanism(args: argparse.Namespace, runtime: Runtime) -> None:
+    if args.collect:
+        path = collect(args.collect, args.out or "results/mechanism")
+        print(f"{path.read_text()}\nwrote {path}")
+        return
+    preset = _preset(args)
+    lams = parse_values("lam", args.lams.split(",") if args.lams else preset.sweep_values("lam"))
+    args.attacks, args.suite, args.cascade, args.protocol, args.no_defense = ",".join(WORST_CASE_COLUMNS), "strong", True, "strict", False
+    run = _load_run(args, preset, "strict")
+    run_mechanism(run, lams, args.out or f"runs/mechanism-{run.settings.dataset}", runtime)
 
 
 def cmd_bench(args: argparse.Namespace, runtime: Runtime) -> None:
@@ -242,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
                 [model, data, evaluation])
     p.add_argument("--param", required=True, choices=("eps", "lam", "steps", "k", "hsja-eps"), help="what the sweep varies")
     p.add_argument("--values", default=None, help="comma-separated (default: the config's [sweeps] values); steps as 2x0.015")
+    p = command(experiments, "mechanism", _in_runtime(cmd_mechanism), "what the refinement does per lambda (the two gains, "
+                "saturation, the paper's mechanisms), the base model at eps and eps + lambda, the defense's worst case, and the "
+                "rule that predicts it", [model, data, _group(_config_args)])
+    p.add_argument("--lams", default=None, help="comma-separated lambdas (default: the config's [sweeps] lam)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: the config's)")
+    p.add_argument("--seed", type=int, default=0, help="attack seed (default: %(default)s)")
+    p.add_argument("--collect", nargs="+", default=None, metavar="MECHANISM_JSON",
+                   help="instead: check the rule against these mechanism.json files and write rule.md to --out")
+    _layout_arg(p, "auto")
+    p.add_argument("--out", default=None, help="output folder (default: runs/mechanism-DATASET; with --collect results/mechanism)")
     p = command(experiments, "adaptive-training", _in_runtime(lambda a, rt: run_adaptive_training(
         a.out, a.checkpoint, a.source, a.dataset, a.data_dir, tuple(float(v) for v in a.lams.split(",")), a.epochs,
         a.attack_steps, train_samples=a.train_samples, n=a.n, runtime=rt)),

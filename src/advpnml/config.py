@@ -518,13 +518,14 @@ class Preset:
 
 #: Without a preset (``advpnml.evaluate(model, data, eps=..., lam=...)``, or ``--data FILE`` without ``--config``)
 #: the suite's budgets follow from eps by this rule: PGD (transferred), the adaptive attacks through the defense
-#: (cross-entropy and margin) and the joint-hypotheses attack take ``GENERIC_STEPS`` steps of
+#: (cross-entropy, margin and second-order margin) and the joint-hypotheses attack take ``GENERIC_STEPS`` steps of
 #: ``2.5 * eps / GENERIC_STEPS`` (Madry et al.'s rule: the path can cross the eps-ball 2.5 times) from one random
 #: start; FGSM one step of eps; HopSkipJump the paper's 26,000 queries. AutoAttack's attacks keep their
-#: parameter-free defaults, as in every preset: APGD-CE and APGD-T 100 steps (9 targets), Square 5,000 queries.
+#: parameter-free defaults, as in every preset: APGD-CE and APGD-T 100 steps (9 targets; their second-order
+#: variants the same), Square 5,000 queries.
 GENERIC_STEPS = 100
 GENERIC_HSJA_QUERIES = 26000
-_GENERIC_PGD_COLUMNS = ("PGD", "Adaptive", "Adaptive-margin", "Joint hypotheses")
+_GENERIC_PGD_COLUMNS = ("PGD", "Adaptive", "Adaptive-margin", "Adaptive-margin 2nd-order", "Joint hypotheses")
 
 
 def generic_preset(eps: float | None, lam: float | None = None, overrides: list[str] | None = None) -> Preset:
