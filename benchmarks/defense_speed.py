@@ -9,6 +9,7 @@ top-3 of 100 classes >= 10x cheaper than all 100. torchattacks is optional:
 ``pip install --no-deps torchattacks`` (its torchvision requirement would replace torch).
 ``pgd_profile.py`` traces a PGD gap to kernels; ``gpu_pgd_check.sh`` runs both on a lent GPU.
 """
+
 import sys
 
 from advpnml.cli import main

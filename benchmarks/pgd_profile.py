@@ -10,6 +10,7 @@ kernels (busy time differs), launches (operator counts) or host-side stalls (bus
 time not). Same settings as the bench's PGD columns: eps 8/255,
 step 2/255, random start, the last iterate (``keep_best=False``: torchattacks' semantics).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from advpnml.allocator import tune_cpu_allocator
-from advpnml.benchmark import CASES, dispatched_ops, measure_rounds, pgd_contenders, random_case
+from advpnml.accel.allocator import tune_cpu_allocator
+from advpnml.bench.speed import CASES, dispatched_ops, measure_rounds, pgd_contenders, random_case
 from advpnml.models import resolve_memory_format, set_memory_format
 
 
@@ -32,7 +33,9 @@ def _costs(prof, device: torch.device) -> list[tuple[str, int, float]]:
     those operators' self device times, which do not overlap either)."""
     averages = prof.key_averages()
     if device.type == "cpu":
-        return [(e.key, e.count, e.self_cpu_time_total) for e in averages if e.key.startswith("aten::") and e.self_cpu_time_total > 0]
+        return [
+            (e.key, e.count, e.self_cpu_time_total) for e in averages if e.key.startswith("aten::") and e.self_cpu_time_total > 0
+        ]
     kernels = [e for e in averages if e.device_type != DeviceType.CPU and e.self_device_time_total > 0]
     kernels = kernels or [e for e in averages if e.self_device_time_total > 0]
     return [(e.key, e.count, e.self_device_time_total) for e in kernels]
@@ -66,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     tune_cpu_allocator()  # as the CLI does
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__, "rows": []}
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "rows": [],
+    }
     for name in args.models.split(","):
         arch, kwargs, shape, cpu_batch, gpu_batch = CASES[name]
         batch = args.batch or (gpu_batch if device.type == "cuda" else cpu_batch)
@@ -76,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         if "torchattacks" not in fns:
             print("torchattacks not installed: ours only", file=sys.stderr)
         walls = measure_rounds(fns, device, args.repeats)  # interleaved: both see the same machine state
-        row = {"model": name, "batch": batch, "steps": args.steps,
-               **{k: {"wall_ms": 1e3 * walls[k], **profile_attack(f, device, args.top)} for k, f in fns.items()}}
+        row = {
+            "model": name,
+            "batch": batch,
+            "steps": args.steps,
+            **{k: {"wall_ms": 1e3 * walls[k], **profile_attack(f, device, args.top)} for k, f in fns.items()},
+        }
         result["rows"].append(row)
         print(f"\n{name}, batch {batch}, PGD-{args.steps} on {result['device']}")
         for k in fns:

@@ -8,6 +8,7 @@ fraction with the same outcome, robust or not, with both accuracies. Writes JSON
         --checkpoint ../shared/data/weights/advertorch_mnist_lenet5/mnist_lenet5_advtrained.pt \
         --data-dir ../shared/data --samples 500 --device cuda --out results/gpu_precision_mnist
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from advpnml.accel.precision import agreement
 from advpnml.attacks import PGD
 from advpnml.config import from_preset
 from advpnml.data import load_dataset
 from advpnml.defense import AdversarialPnml
 from advpnml.jobs import load_model
-from advpnml.precision import agreement
 from advpnml.runtime import resolve_device
 
 
@@ -50,20 +51,40 @@ def main(argv: list[str] | None = None) -> int:
     eps, spec, bounds = preset.eps, preset.defense(), data.info.bounds
     attack = PGD(eps, args.steps, 2.5 * eps / args.steps, bounds=bounds, seed=0)
     start = time.perf_counter()
-    rows = agreement(model, lambda m: {"base": m, "defense": AdversarialPnml.from_spec(m, spec, bounds, check_inputs=False)},
-                     x, y, {f"PGD-{args.steps}": attack}, "bf16", args.batch_size)
+    rows = agreement(
+        model,
+        lambda m: {"base": m, "defense": AdversarialPnml.from_spec(m, spec, bounds, check_inputs=False)},
+        x,
+        y,
+        {f"PGD-{args.steps}": attack},
+        "bf16",
+        args.batch_size,
+    )
     seconds = time.perf_counter() - start
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    result = {"device": name, "torch": torch.__version__, "dataset": args.dataset, "model": args.source or args.checkpoint,
-              "samples": len(data), "eps": eps, "refine_eps": spec.refine_eps, "attack": repr(attack), "seconds": seconds,
-              "rows": rows}
+    result = {
+        "device": name,
+        "torch": torch.__version__,
+        "dataset": args.dataset,
+        "model": args.source or args.checkpoint,
+        "samples": len(data),
+        "eps": eps,
+        "refine_eps": spec.refine_eps,
+        "attack": repr(attack),
+        "seconds": seconds,
+        "rows": rows,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "agreement.json").write_text(json.dumps(result, indent=2) + "\n")
     keys = list(next(iter(rows.values())))
-    lines = [f"bf16 autocast vs fp32: {args.dataset}, {result['model']}, first {len(data)} test images, eps {eps:g}, "
-             f"lambda {spec.refine_eps:g}, {attack!r}; {name}, torch {torch.__version__}, {seconds:.0f} s", "",
-             "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines = [
+        f"bf16 autocast vs fp32: {args.dataset}, {result['model']}, first {len(data)} test images, eps {eps:g}, "
+        f"lambda {spec.refine_eps:g}, {attack!r}; {name}, torch {torch.__version__}, {seconds:.0f} s",
+        "",
+        "| model | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
     for model_name, row in rows.items():
         cells = [f"{row[k]:.0f}" if k == "samples" else f"{100 * row[k]:.1f}%" for k in keys]
         lines.append(f"| {model_name} | " + " | ".join(cells) + " |")

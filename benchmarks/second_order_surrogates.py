@@ -1,11 +1,12 @@
 """Which surrogate for ``sign`` makes the strongest second-order attack through the defense (issue 27, Appendix B)?
 
 For each model: margin-loss PGD and APGD-CE through the defense, each with our identity BPDA and with the refinement
-differentiated through its gradient under each surrogate (:mod:`advpnml.second_order`), same budget, same start, same
+differentiated through its gradient under each surrogate (:mod:`advpnml.defense.second_order`), same budget, same start, same
 images. Writes a table (robust accuracy, the per-sample worst case over the four backwards, seconds) to --out.
 
     python benchmarks/second_order_surrogates.py --data-dir ../shared/data --n 100 --out results/second_order_surrogates
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,11 @@ from pathlib import Path
 import torch
 
 import advpnml
-from advpnml.allocator import tune_cpu_allocator
+from advpnml.accel.allocator import tune_cpu_allocator
 from advpnml.attacks import APGD, APGDT, PGD
 from advpnml.config import SECOND_ORDER
+from advpnml.evaluation.reporting import environment
 from advpnml.models import use_memory_format
-from advpnml.reporting import environment
 
 #: name: (source or "checkpoint", file: under data/weights for a source, else an advpnml checkpoint path; dataset, eps,
 #: lambda). The demo model is runs/demo/model/model.pt after `make demo` (or `advpnml train --config mnist5k`).
@@ -67,9 +68,11 @@ def main() -> None:
         use_memory_format(model, "cpu", "auto", example=data.x[:2])
         defended = advpnml.AdversarialPnml(model, lam).eval()
         clean = accuracy(defended, data.x, data.y)
-        attacks = {"PGD-margin": lambda: PGD(eps, args.steps, 2.5 * eps / args.steps, loss="margin", seed=0),
-                   "APGD-CE": lambda: APGD(eps, steps=args.steps, loss="ce", seed=0),
-                   "APGD-T": lambda: APGDT(eps, steps=args.steps, n_targets=args.targets, seed=0)}
+        attacks = {
+            "PGD-margin": lambda: PGD(eps, args.steps, 2.5 * eps / args.steps, loss="margin", seed=0),
+            "APGD-CE": lambda: APGD(eps, steps=args.steps, loss="ce", seed=0),
+            "APGD-T": lambda: APGDT(eps, steps=args.steps, n_targets=args.targets, seed=0),
+        }
         for attack_name in args.attacks.split(","):
             make = attacks[attack_name]
             robust_all = clean.clone()
@@ -80,19 +83,42 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 robust = clean & accuracy(defended, x_adv, data.y)
                 robust_all &= robust
-                rows.append({"model": name, "eps": eps, "lambda": lam, "samples": len(data.y), "attack": attack_name,
-                             "backward": backward, "robust": robust.float().mean().item(), "seconds": seconds})
+                rows.append(
+                    {
+                        "model": name,
+                        "eps": eps,
+                        "lambda": lam,
+                        "samples": len(data.y),
+                        "attack": attack_name,
+                        "backward": backward,
+                        "robust": robust.float().mean().item(),
+                        "seconds": seconds,
+                    }
+                )
                 print(f"{name} {attack_name:<10} {backward:<24} {100 * rows[-1]['robust']:5.1f}%  {seconds:7.1f} s", flush=True)
-            rows.append({"model": name, "eps": eps, "lambda": lam, "samples": len(data.y), "attack": attack_name,
-                         "backward": "all, per sample", "robust": robust_all.float().mean().item(), "seconds": None})
+            rows.append(
+                {
+                    "model": name,
+                    "eps": eps,
+                    "lambda": lam,
+                    "samples": len(data.y),
+                    "attack": attack_name,
+                    "backward": "all, per sample",
+                    "robust": robust_all.float().mean().item(),
+                    "seconds": None,
+                }
+            )
             print(f"{name} {attack_name:<10} {'all, per sample':<24} {100 * rows[-1]['robust']:5.1f}%", flush=True)
-    (out / "surrogates.json").write_text(json.dumps({"rows": rows, "steps": args.steps, "targets": args.targets,
-                                                    "environment": environment()}, indent=2) + "\n")
+    (out / "surrogates.json").write_text(
+        json.dumps({"rows": rows, "steps": args.steps, "targets": args.targets, "environment": environment()}, indent=2) + "\n"
+    )
     lines = ["| model | eps | lambda | attack | backward | robust (defense) | seconds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         seconds = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
-        lines.append(f"| {r['model']} | {r['eps']:.4g} | {r['lambda']:g} | {r['attack']} | {r['backward']} | "
-                     f"{100 * r['robust']:.1f}% | {seconds} |")
+        lines.append(
+            f"| {r['model']} | {r['eps']:.4g} | {r['lambda']:g} | {r['attack']} | {r['backward']} | "
+            f"{100 * r['robust']:.1f}% | {seconds} |"
+        )
     (out / "surrogates.md").write_text("\n".join(lines) + "\n")
 
 

@@ -13,6 +13,7 @@ take inputs in [0, 1] and normalize inside, as advpnml expects, so they go in as
 takes the paper's CIFAR-10 budgets (PGD and the adaptive attack 200 x 0.007 with 5 restarts, HopSkipJump 26,000
 queries). On a GPU the strong suite on 1,000 images takes hours for a WRN-28-10: start with ``n=100``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,28 @@ def main() -> None:
         model = load_model("Wong2020Fast", dataset="imagenet", threat_model="Linf")
         # the paper keeps the first 100 logits and the first 100 classes; the imagenet preset and dataset do the same
         model = FirstLogits(model, 100)
-        found = advpnml.evaluate(model, "imagenet", preset="imagenet", n=args.n, data_dir=args.data_dir, device=args.device,
-                                 suite="strong", out="runs/robustbench-wong2020fast")
+        found = advpnml.evaluate(
+            model,
+            "imagenet",
+            preset="imagenet",
+            n=args.n,
+            data_dir=args.data_dir,
+            device=args.device,
+            suite="strong",
+            out="runs/robustbench-wong2020fast",
+        )
     else:
         model = load_model("Carmon2019Unlabeled", dataset="cifar10", threat_model="Linf")
-        found = advpnml.evaluate(model, "cifar10", preset="cifar10", n=args.n, data_dir=args.data_dir, device=args.device,
-                                 suite="strong", out="runs/robustbench-carmon2019")
+        found = advpnml.evaluate(
+            model,
+            "cifar10",
+            preset="cifar10",
+            n=args.n,
+            data_dir=args.data_dir,
+            device=args.device,
+            suite="strong",
+            out="runs/robustbench-carmon2019",
+        )
     print(found.markdown())
 
 

@@ -8,6 +8,7 @@ embedded MNIST digits (yours would load its weights), save the weights as a plai
 as an ``.npz``, then evaluate the model and its Adversarial pNML defense with ``advpnml.evaluate``. The same run
 from the command line is printed at the end: it reads the same files and gives the same numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,25 +68,49 @@ def main() -> None:
     torch.manual_seed(0)
     model = SmallCNN()
     train_briefly(model, epochs=1 if args.quick else 4, eps=0.1)
-    torch.save(model.state_dict(), out / "small_cnn.pt")            # a plain state dict, as most projects save
+    torch.save(model.state_dict(), out / "small_cnn.pt")  # a plain state dict, as most projects save
     test = advpnml.load_dataset("mnist5k", "test", n=6 if args.quick else 100)
-    x = (test.x * 255).round().byte().numpy()                         # uint8 pixels, as images are usually stored
+    x = (test.x * 255).round().byte().numpy()  # uint8 pixels, as images are usually stored
     np.savez(out / "digits.npz", x=x, y=test.y.numpy())
 
-    quick = {"PGD.steps": 3, "Adaptive.steps": 3, "Adaptive-margin.steps": 3, "Joint hypotheses.steps": 3,
-             "APGD-T.steps": 3, "APGD-T adaptive.steps": 3, "APGD-CE.steps": 3, "APGD-CE adaptive.steps": 3,
-             "APGD-T.n_targets": 2, "APGD-T adaptive.n_targets": 2, "HSJA.max_queries": 100, "Square.max_queries": 20}
-    found = advpnml.evaluate(model, (x, test.y.numpy()), eps=0.1, lam=0.1, suite="strong", out=out / "eval", device="cpu",
-                             set=quick if args.quick else None, checks=4 if args.quick else 50)
+    quick = {
+        "PGD.steps": 3,
+        "Adaptive.steps": 3,
+        "Adaptive-margin.steps": 3,
+        "Joint hypotheses.steps": 3,
+        "APGD-T.steps": 3,
+        "APGD-T adaptive.steps": 3,
+        "APGD-CE.steps": 3,
+        "APGD-CE adaptive.steps": 3,
+        "APGD-T.n_targets": 2,
+        "APGD-T adaptive.n_targets": 2,
+        "HSJA.max_queries": 100,
+        "Square.max_queries": 20,
+    }
+    found = advpnml.evaluate(
+        model,
+        (x, test.y.numpy()),
+        eps=0.1,
+        lam=0.1,
+        suite="strong",
+        out=out / "eval",
+        device="cpu",
+        set=quick if args.quick else None,
+        checks=4 if args.quick else 50,
+    )
 
     print(f"\n{found.markdown()}\n")
     summary = found.summary()
-    print(f"worst case: base {100 * summary['base']['worst case']:.1f}%, defense {100 * summary['defense']['worst case']:.1f}% "
-          f"({len(found.records)} samples, eps 0.1, lambda 0.1, {time.perf_counter() - start:.0f} s in all)")
+    print(
+        f"worst case: base {100 * summary['base']['worst case']:.1f}%, defense {100 * summary['defense']['worst case']:.1f}% "
+        f"({len(found.records)} samples, eps 0.1, lambda 0.1, {time.perf_counter() - start:.0f} s in all)"
+    )
     sets = " ".join(f"--set '{k}={v}'" for k, v in quick.items()) if args.quick else ""
-    print("the same evaluation from the command line:\n"
-          f"  advpnml evaluate --model {Path(__file__).resolve()}:SmallCNN --checkpoint {out / 'small_cnn.pt'} "
-          f"--data {out / 'digits.npz'} --eps 0.1 --lam 0.1 --suite strong {sets} --out {out / 'eval-cli'}")
+    print(
+        "the same evaluation from the command line:\n"
+        f"  advpnml evaluate --model {Path(__file__).resolve()}:SmallCNN --checkpoint {out / 'small_cnn.pt'} "
+        f"--data {out / 'digits.npz'} --eps 0.1 --lam 0.1 --suite strong {sets} --out {out / 'eval-cli'}"
+    )
 
 
 if __name__ == "__main__":

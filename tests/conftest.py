@@ -1,4 +1,5 @@
 """Shared fixtures: tiny seeded models, the embedded MNIST subset, and the optional shared data folder."""
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ def tiny_cnn() -> nn.Module:
 def tiny_mlp() -> nn.Module:
     """A 4-class MLP on 6-D inputs in [0, 1], float64 so batched and looped computations agree to 1e-12."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).double().eval()
+    return (
+        nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).double().eval()
+    )
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +99,7 @@ def write_eval_config(path: Path, pgd: tuple[int, float], adaptive: tuple[int, f
         f'[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\nparams = {{ steps = {pgd[0]}, step_size = {pgd[1]} }}\n'
         'defense = "transfer"\n'
         f'[[evaluation.attacks]]\ncolumn = "Adaptive"\nattack = "pgd"\nparams = {{ steps = {adaptive[0]}, step_size = {adaptive[1]} }}\n'
-        'base = false\n'
+        "base = false\n"
     )
     return path
 
@@ -110,12 +113,26 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def robust_model() -> nn.Module:
     """A small Madry CNN PGD-trained for 2 epochs at eps 0.3 on the embedded subset (seconds on CPU)."""
     from advpnml.runtime import QUIET
-    from advpnml.training import TrainConfig, train
+    from advpnml.training.trainer import TrainConfig, train
 
-    config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.25}, method="pgd", epochs=2, batch_size=50, optimizer="adam",
-                         lr=2e-3, weight_decay=0.0, eps=0.3, attack_steps=5, attack_step_size=0.1, eps_warmup_epochs=1)
+    config = TrainConfig(
+        arch="madry_cnn",
+        arch_kwargs={"width": 0.25},
+        method="pgd",
+        epochs=2,
+        batch_size=50,
+        optimizer="adam",
+        lr=2e-3,
+        weight_decay=0.0,
+        eps=0.3,
+        attack_steps=5,
+        attack_step_size=0.1,
+        eps_warmup_epochs=1,
+    )
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = train(config, advpnml.load_dataset("mnist5k", "train"), tmp, runtime=replace(QUIET, memory_format="contiguous"))
+        model, _ = train(
+            config, advpnml.load_dataset("mnist5k", "train"), tmp, runtime=replace(QUIET, memory_format="contiguous")
+        )
     return model.eval()

@@ -1,4 +1,5 @@
 """The CPU allocator tuning: applied on glibc, skippable, and it stops per-call page faults."""
+
 from __future__ import annotations
 
 import platform
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from advpnml.allocator import OPT_OUT, allocator_description, tune_cpu_allocator
+from advpnml.accel.allocator import OPT_OUT, tune_cpu_allocator
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -29,7 +30,7 @@ def test_tuning_removes_the_page_faults_of_the_defense():
     script = """
 import resource, sys, torch
 from advpnml import AdversarialPnml, create_model
-from advpnml.allocator import tune_cpu_allocator, allocator_description
+from advpnml.accel.allocator import tune_cpu_allocator, allocator_description
 if sys.argv[1] == "1":
     assert tune_cpu_allocator() is not None and "mmap threshold 32 MiB" in allocator_description()
 torch.manual_seed(0)
@@ -42,7 +43,9 @@ with torch.no_grad():
         defense(x)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
 """
-    faults = {flag: int(subprocess.run([sys.executable, "-c", script, flag], capture_output=True, text=True, check=True).stdout)
-              for flag in ("0", "1")}
+    faults = {
+        flag: int(subprocess.run([sys.executable, "-c", script, flag], capture_output=True, text=True, check=True).stdout)
+        for flag in ("0", "1")
+    }
     # measured here: 26,000-49,000 faults per call untuned, 0-1,400 tuned (the rest: worker threads' arenas)
     assert 5 * faults["1"] < faults["0"], faults

@@ -1,4 +1,5 @@
 """The benchmark measures the defense's own computation: its reference loops give the same log q."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,15 @@ import pytest
 import torch
 
 from advpnml import AdversarialPnml
-from advpnml.benchmark import OVERHEAD_CASE, bench_pgd_overhead, dispatched_ops, format_table, loop_over_hypotheses, loop_over_samples, run_benchmark
+from advpnml.bench.speed import (
+    OVERHEAD_CASE,
+    bench_pgd_overhead,
+    dispatched_ops,
+    format_table,
+    loop_over_hypotheses,
+    loop_over_samples,
+    run_benchmark,
+)
 
 
 def test_reference_loops_compute_the_defense(tiny_cnn):
@@ -74,7 +83,9 @@ def test_pgd_profile_script_writes_a_profile_per_attack(tmp_path):
     spec = importlib.util.spec_from_file_location("pgd_profile", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--device", "cpu", "--batch", "2", "--steps", "2", "--repeats", "1", "--out", str(tmp_path / "p.json")]) == 0
+    assert (
+        script.main(["--device", "cpu", "--batch", "2", "--steps", "2", "--repeats", "1", "--out", str(tmp_path / "p.json")]) == 0
+    )
     row = json.loads((tmp_path / "p.json").read_text())["rows"][0]
     assert row["model"] == "mnist_cnn" and row["steps"] == 2
     ours = row["ours"]

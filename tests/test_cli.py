@@ -1,4 +1,5 @@
 """The command line: help for each command, info, predict, and one-line errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -75,8 +76,10 @@ def test_wrong_dataset_and_bad_settings_are_one_line_before_any_work(standard_mo
         pickle.dump({"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 1]}, f)
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
     out = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "cifar10", "--data-dir", str(tmp_path),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["evaluate", "--checkpoint", str(checkpoint), "--data", "cifar10", "--data-dir", str(tmp_path), "--out", str(out)])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not take cifar10 inputs of shape (3, 32, 32)" in err and "'mnist5k'" in err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--eps", "-0.1"]) == 2

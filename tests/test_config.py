@@ -1,18 +1,22 @@
 """Presets: ``extends`` merges a child over its parent; the official MNIST recipe is one."""
+
 from __future__ import annotations
 
 import pytest
 
 from advpnml.config import from_preset, load_config
-from advpnml.training import TrainConfig, lr_at
+from advpnml.training.trainer import TrainConfig, lr_at
 
 
 def test_extends_merges_tables_and_replaces_lists(tmp_path):
-    (tmp_path / "parent.toml").write_text('dataset = "mnist5k"\n[training]\nlr = 0.1\nepochs = 5\n'
-                                          '[[evaluation.attacks]]\ncolumn = "FGSM"\nattack = "fgsm"\n'
-                                          '[evaluation]\neps = 0.3\n')
-    (tmp_path / "child.toml").write_text('extends = "parent.toml"\n[training]\nepochs = 7\n'
-                                         '[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\n')
+    (tmp_path / "parent.toml").write_text(
+        'dataset = "mnist5k"\n[training]\nlr = 0.1\nepochs = 5\n'
+        '[[evaluation.attacks]]\ncolumn = "FGSM"\nattack = "fgsm"\n'
+        "[evaluation]\neps = 0.3\n"
+    )
+    (tmp_path / "child.toml").write_text(
+        'extends = "parent.toml"\n[training]\nepochs = 7\n[[evaluation.attacks]]\ncolumn = "PGD"\nattack = "pgd"\n'
+    )
     config = load_config(tmp_path / "child.toml")
     assert config["training"] == {"lr": 0.1, "epochs": 7}, "tables merge key by key"
     assert [a["column"] for a in config["evaluation"]["attacks"]] == ["PGD"], "lists are replaced, not appended"
@@ -32,15 +36,17 @@ def test_official_mnist_recipe_extends_mnist_with_the_official_cnn_and_a_step_lr
     assert official["protocols"] == mnist["protocols"] and official["evaluation"] == mnist["evaluation"]
     config = TrainConfig.from_preset(from_preset("mnist_official"))
     assert (config.epochs, config.adaptive_epochs, config.batch_size, config.attack_steps) == (106, 6, 50, 40)
-    assert lr_at(config, 99.9 / 106) == pytest.approx(0.01) and lr_at(config, 100.0 / 106) == pytest.approx(0.001), \
+    assert lr_at(config, 99.9 / 106) == pytest.approx(0.01) and lr_at(config, 100.0 / 106) == pytest.approx(0.001), (
         "the adaptive fine-tuning epochs run at a tenth of the learning rate"
+    )
     with pytest.raises(ValueError, match="lr_milestones"):
         TrainConfig(lr_schedule="step")
 
 
 def test_params_change_an_inherited_suite_but_not_the_paper_protocol(tmp_path):
-    (tmp_path / "child.toml").write_text('extends = "mnist"\n[params.PGD]\nsteps = 7\n'
-                                         '[protocols.paper.params.Adaptive]\nrestarts = 3\n')
+    (tmp_path / "child.toml").write_text(
+        'extends = "mnist"\n[params.PGD]\nsteps = 7\n[protocols.paper.params.Adaptive]\nrestarts = 3\n'
+    )
     preset = from_preset(tmp_path / "child.toml")
     ours = {s.column: s for s in preset.attacks()}
     paper = {s.column: s for s in preset.attacks(protocol="paper")}
@@ -65,14 +71,17 @@ def test_image_presets_share_one_suite_and_the_paper_numbers_stay_with_their_dat
     assert mnist5k.defense(0.2).refine_eps == 0.2 and mnist5k.defense().refine_eps == 0.1
 
 
-@pytest.mark.parametrize("text, message", [
-    ('extends = "mnist5k"\n[defense]\nrefine_epss = 0.1\n', "unknown key 'refine_epss'; expected one of: refine_eps"),
-    ('extends = "mnist5k"\n[evaluation]\neps = "0.3"\n', "eps must be a number, got '0.3'"),
-    ('extends = "mnist5k"\n[evaluation]\nbatch_size = 0\n', "batch_size must be a positive whole number"),
-    ('extends = "mnist5k"\n[[evaluation.attacks]]\ncolumn = "X"\nattack = "fgsm"\nbasee = true\n', "unknown key 'basee'"),
-    ('extends = "mnist5k"\nsweep = 1\n', "unknown key 'sweep'"),
-    ('extends = 5\n', "extends must be a preset name or a .toml path \\(a string\\), got 5"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('extends = "mnist5k"\n[defense]\nrefine_epss = 0.1\n', "unknown key 'refine_epss'; expected one of: refine_eps"),
+        ('extends = "mnist5k"\n[evaluation]\neps = "0.3"\n', "eps must be a number, got '0.3'"),
+        ('extends = "mnist5k"\n[evaluation]\nbatch_size = 0\n', "batch_size must be a positive whole number"),
+        ('extends = "mnist5k"\n[[evaluation.attacks]]\ncolumn = "X"\nattack = "fgsm"\nbasee = true\n', "unknown key 'basee'"),
+        ('extends = "mnist5k"\nsweep = 1\n', "unknown key 'sweep'"),
+        ("extends = 5\n", "extends must be a preset name or a .toml path \\(a string\\), got 5"),
+    ],
+)
 def test_a_config_typo_or_wrong_type_is_refused_by_name(tmp_path, text, message):
     (tmp_path / "typo.toml").write_text(text)
     with pytest.raises(ValueError, match=message):
@@ -89,14 +98,17 @@ def test_a_set_typo_is_refused_and_every_builtin_preset_checks():
     assert from_preset("mnist5k", ["defense.refine_eps=0.2"]).defense().refine_eps == 0.2
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("epochs", "2.5", r"\[training\] epochs must be a whole number >= 1, got 2.5"),
-    ("lr", '"fast"', r"\[training\] lr must be a finite number >= 0, got 'fast'"),
-    ("batch_size", "0", r"batch_size must be a whole number >= 1, got 0"),
-    ("lr_milestones", "[1.5]", r"lr_milestones must be a list of whole numbers"),
-    ("adaptive_epochs", "true", r"adaptive_epochs must be a whole number >= 0, got True"),
-    ("arch", "3", r"arch must be a string, got 3"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epochs", "2.5", r"\[training\] epochs must be a whole number >= 1, got 2.5"),
+        ("lr", '"fast"', r"\[training\] lr must be a finite number >= 0, got 'fast'"),
+        ("batch_size", "0", r"batch_size must be a whole number >= 1, got 0"),
+        ("lr_milestones", "[1.5]", r"lr_milestones must be a list of whole numbers"),
+        ("adaptive_epochs", "true", r"adaptive_epochs must be a whole number >= 0, got True"),
+        ("arch", "3", r"arch must be a string, got 3"),
+    ],
+)
 def test_training_values_are_type_checked_by_name(key, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig.from_preset(from_preset("mnist5k", [f"training.{key}={value}"]))
@@ -105,6 +117,6 @@ def test_training_values_are_type_checked_by_name(key, value, message):
 def test_every_training_field_has_a_type_check():
     from dataclasses import fields
 
-    from advpnml.training import _FIELD_TYPES
+    from advpnml.training.trainer import _FIELD_TYPES
 
     assert set(_FIELD_TYPES) == {f.name for f in fields(TrainConfig)}

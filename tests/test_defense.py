@@ -1,4 +1,5 @@
 """The defense against a direct, loop-based computation of eqs. 9-12 of the paper."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,7 +32,7 @@ def reference_pnml(model, x, lam, steps=1, step_size=None, top_k=None, bounds=(0
                 xi.requires_grad_(True)
                 loss = F.cross_entropy(model(xi), torch.tensor([i]))
                 (g,) = torch.autograd.grad(loss, xi)
-                xi = (xi.detach() - step_size * g.sign())
+                xi = xi.detach() - step_size * g.sign()
                 xi = torch.min(torch.max(xi, xn - lam), xn + lam)
                 if bounds is not None:
                     xi = xi.clamp(*bounds)
@@ -44,15 +45,23 @@ def reference_pnml(model, x, lam, steps=1, step_size=None, top_k=None, bounds=(0
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(refine_eps=0.1), dict(refine_eps=0.3), dict(refine_eps=0.03, refine_steps=4), dict(refine_eps=0.1, refine_steps=2, step_size=0.08),
-     dict(refine_eps=0.1, top_k=2), dict(refine_eps=0.2, top_k=1)],
+    [
+        dict(refine_eps=0.1),
+        dict(refine_eps=0.3),
+        dict(refine_eps=0.03, refine_steps=4),
+        dict(refine_eps=0.1, refine_steps=2, step_size=0.08),
+        dict(refine_eps=0.1, top_k=2),
+        dict(refine_eps=0.2, top_k=1),
+    ],
 )
 def test_matches_loop_reference(tiny_mlp, kwargs):
     torch.manual_seed(1)
     x = torch.rand(7, 6, dtype=torch.float64)
     defense = AdversarialPnml(tiny_mlp, **kwargs)
     out = defense.hypotheses(x)
-    q, p, regret, _ = reference_pnml(tiny_mlp, x, kwargs["refine_eps"], kwargs.get("refine_steps", 1), kwargs.get("step_size"), kwargs.get("top_k"))
+    q, p, regret, _ = reference_pnml(
+        tiny_mlp, x, kwargs["refine_eps"], kwargs.get("refine_steps", 1), kwargs.get("step_size"), kwargs.get("top_k")
+    )
     torch.testing.assert_close(out.log_q.exp(), q, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.probs, p, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.regret, regret, atol=1e-5, rtol=0)

@@ -1,4 +1,5 @@
 """The regret detector: AUC arithmetic, chance level on identical distributions, and the command's outputs."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from advpnml.config import DefenseSpec
-from advpnml.detection import detection_rate, roc_auc, roc_curve, run_detection
+from advpnml.experiments.detection import detection_rate, roc_auc, roc_curve, run_detection
 
 
 def test_auc_is_chance_on_identical_distributions_and_one_when_separated():

@@ -1,4 +1,5 @@
 """torchrun on CPU (gloo, 2 processes): training and evaluation follow the single-process run."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from advpnml.models import load_checkpoint, save_checkpoint
 
 from .conftest import write_eval_config
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo needed")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo needed"
+)
 
 
 def _env() -> dict[str, str]:
@@ -41,9 +44,25 @@ def test_shard_is_round_robin_and_covers_everything():
 
 
 def test_ddp_training_with_two_processes_follows_the_single_process_run(tmp_path):
-    args = ["train", "--config", "toy2d", "--method", "standard", "--epochs", "2", "--samples", "300", "--val-n", "100", "--device", "cpu"]
+    args = [
+        "train",
+        "--config",
+        "toy2d",
+        "--method",
+        "standard",
+        "--epochs",
+        "2",
+        "--samples",
+        "300",
+        "--val-n",
+        "100",
+        "--device",
+        "cpu",
+    ]
     subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
-    run = subprocess.run(_torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        _torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "2 processes" in run.stdout and run.stdout.count("training toy_mlp") == 1  # rank 0 alone prints
     one, meta_one = load_checkpoint(tmp_path / "one" / "model.pt")
@@ -80,11 +99,25 @@ def _records(path) -> list[dict]:
 def test_sharded_evaluation_merges_to_the_single_process_report_even_after_a_rank_dies(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
     config = write_eval_config(tmp_path / "eval.toml", pgd=(5, 0.03), adaptive=(30, 0.01))
-    args = ["evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--samples", "20", "--device", "cpu", "--checks", "0"]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--config",
+        str(config),
+        "--samples",
+        "20",
+        "--device",
+        "cpu",
+        "--checks",
+        "0",
+    ]
     subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
     one = _records(tmp_path / "one" / "records.jsonl")
 
-    run = subprocess.run(_torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        _torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert _records(tmp_path / "two" / "records.jsonl") == one  # merged, in sample order, equal sample by sample
     assert not list((tmp_path / "two").glob("records.rank*"))
@@ -92,7 +125,9 @@ def test_sharded_evaluation_merges_to_the_single_process_report_even_after_a_ran
     assert results["one"] == results["two"]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_torchrun(args + ["--out", str(killed)]), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _torchrun(args + ["--out", str(killed)]), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     shard = killed / "records.rank1.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not shard.exists() or len(shard.read_text().splitlines()) < 2):
@@ -112,10 +147,26 @@ def test_sharded_evaluation_merges_to_the_single_process_report_even_after_a_ran
 def test_sweep_under_torchrun_equals_the_single_process_sweep(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
     config = write_eval_config(tmp_path / "eval.toml", pgd=(3, 0.05), adaptive=(3, 0.05))
-    args = ["reproduce", "sweep", "--param", "lam", "--values", "0.05,0.2", "--checkpoint", str(checkpoint), "--config", str(config),
-            "--samples", "8", "--device", "cpu"]
+    args = [
+        "reproduce",
+        "sweep",
+        "--param",
+        "lam",
+        "--values",
+        "0.05,0.2",
+        "--checkpoint",
+        str(checkpoint),
+        "--config",
+        str(config),
+        "--samples",
+        "8",
+        "--device",
+        "cpu",
+    ]
     subprocess.run(_single(args + ["--out", str(tmp_path / "one")]), env=_env(), check=True, capture_output=True, timeout=300)
-    run = subprocess.run(_torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        _torchrun(args + ["--out", str(tmp_path / "two")]), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("sweep over lam") == 1 and "2 processes" in run.stdout  # rank 0 alone prints
 
@@ -125,4 +176,6 @@ def test_sweep_under_torchrun_equals_the_single_process_sweep(standard_model, tm
 
     assert accuracies("two") == accuracies("one")
     for value in ("0.05", "0.2"):
-        assert _records(tmp_path / "two" / f"lam={value}" / "records.jsonl") == _records(tmp_path / "one" / f"lam={value}" / "records.jsonl")
+        assert _records(tmp_path / "two" / f"lam={value}" / "records.jsonl") == _records(
+            tmp_path / "one" / f"lam={value}" / "records.jsonl"
+        )

@@ -1,4 +1,5 @@
 """Every bad input of DESIGN.md fails with one line naming the value and what was expected."""
+
 from __future__ import annotations
 
 import pytest
@@ -121,12 +122,15 @@ class _Misbehaving(torch.nn.Module):
         return logits if self.calls == 1 else torch.cat([logits, logits[:, :1]], 1)
 
 
-@pytest.mark.parametrize("how, message", [
-    ("rows", r"model returned 1 rows of logits for \d+ inputs"),
-    ("constant", r"the model's logits do not depend on its input"),
-    ("one-logit", r"at least 2 logits per input"),
-    ("classes", r"model returned 4 classes after 3 on an earlier call"),
-])
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("rows", r"model returned 1 rows of logits for \d+ inputs"),
+        ("constant", r"the model's logits do not depend on its input"),
+        ("one-logit", r"at least 2 logits per input"),
+        ("classes", r"model returned 4 classes after 3 on an earlier call"),
+    ],
+)
 def test_bad_model_outputs_are_one_line_from_the_defense(how, message):
     defense = AdversarialPnml(_Misbehaving(how), 0.1, bounds=None)
     with pytest.raises(ValueError, match=message):
@@ -140,9 +144,8 @@ def test_bad_model_outputs_are_one_line_from_the_defense(how, message):
 
 def test_attack_settings_that_cannot_attack_are_one_line():
     from advpnml.attacks import FGSM, PGD
-
     from advpnml.config import AttackSpec
-    from advpnml.evaluation import build_attack
+    from advpnml.evaluation.engine import build_attack
 
     assert PGD(0.1, steps=5, step_size=0).step_size == 0, "the library keeps a step of 0 (a random-start probe)"
     with pytest.raises(ValueError, match="attack column 'PGD': step_size 0 never moves from its start"):

@@ -1,4 +1,5 @@
 """The evaluation harness: per-sample worst case, reports, and resuming a killed run."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,11 @@ import pytest
 import torch
 
 from advpnml.config import AttackSpec, EvalSettings
-from advpnml.evaluation import evaluate
-from advpnml.records import SKIPPED, EvalResult
-from advpnml.runtime import QUIET
+from advpnml.evaluation.engine import evaluate
+from advpnml.evaluation.records import SKIPPED, EvalResult
+from advpnml.evaluation.reporting import markdown_table, write_report
 from advpnml.models import save_checkpoint
-from advpnml.reporting import markdown_table, write_report
+from advpnml.runtime import QUIET
 
 from .conftest import REPO, write_eval_config
 
@@ -36,8 +37,10 @@ def _settings(n=12, **kw):
 def test_best_attack_is_the_per_sample_worst_case():
     """Two attacks that each fool a different sample: columns say 50%, the worst case says 0%."""
     settings = _settings(n=2, refine_eps=None, attacks=[AttackSpec("A", "fgsm"), AttackSpec("B", "fgsm")])
-    records = [{"index": 0, "label": 1, "pred": {"base": {"Natural": 1, "A": 0, "B": 1}}, "queries": {}},
-               {"index": 1, "label": 2, "pred": {"base": {"Natural": 2, "A": 2, "B": 0}}, "queries": {}}]
+    records = [
+        {"index": 0, "label": 1, "pred": {"base": {"Natural": 1, "A": 0, "B": 1}}, "queries": {}},
+        {"index": 1, "label": 2, "pred": {"base": {"Natural": 2, "A": 2, "B": 0}}, "queries": {}},
+    ]
     result = EvalResult(settings, records, {})
     acc = result.accuracy()["base"]
     assert (acc["A"], acc["B"], acc["Best attack"]) == (0.5, 0.5, 0.0)
@@ -73,7 +76,20 @@ def test_a_killed_run_resumes_with_no_sample_lost_or_counted_twice(standard_mode
     checkpoint = save_checkpoint(tmp_path / "model.pt", standard_model, dataset="mnist5k")
     config = write_eval_config(tmp_path / "eval.toml", pgd=(10, 0.02), adaptive=(10, 0.02))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "advpnml", "evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--n", "16", "--checks", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "advpnml",
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--config",
+        str(config),
+        "--n",
+        "16",
+        "--checks",
+        "0",
+    ]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = killed / "records.jsonl"
@@ -88,17 +104,22 @@ def test_a_killed_run_resumes_with_no_sample_lost_or_counted_twice(standard_mode
         f.write('{"index": 99, "lab')  # a record cut short by the kill
     subprocess.run(args + ["--out", str(killed)], env=env, check=True, capture_output=True)
     subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
-    resumed = [json.loads(l) for l in records.read_text().splitlines()[1:]]
-    whole = [json.loads(l) for l in (tmp_path / "whole" / "records.jsonl").read_text().splitlines()[1:]]
+    resumed = [json.loads(line) for line in records.read_text().splitlines()[1:]]
+    whole = [json.loads(line) for line in (tmp_path / "whole" / "records.jsonl").read_text().splitlines()[1:]]
     assert sorted(r["index"] for r in resumed) == list(range(16))
     assert sorted(resumed, key=lambda r: r["index"]) == whole
-    assert json.loads((killed / "results.json").read_text())["accuracy"] == json.loads((tmp_path / "whole" / "results.json").read_text())["accuracy"]
+    assert (
+        json.loads((killed / "results.json").read_text())["accuracy"]
+        == json.loads((tmp_path / "whole" / "results.json").read_text())["accuracy"]
+    )
 
 
 DETERMINISTIC = [
     AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
     AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05, "random_start": False}, base=True, defense="transfer"),
-    AttackSpec("Adaptive", "pgd", {"steps": 3, "step_size": 0.05, "random_start": False, "loss": "margin"}, base=False, defense="direct"),
+    AttackSpec(
+        "Adaptive", "pgd", {"steps": 3, "step_size": 0.05, "random_start": False, "loss": "margin"}, base=False, defense="direct"
+    ),
 ]
 
 
@@ -107,7 +128,9 @@ def test_cascade_gives_the_same_worst_case_for_less_work(standard_model, mnist5k
     per-sample worst case is exactly the full evaluation's; it attacks fewer samples, and columns are cumulative."""
     data = mnist5k_test.head(24)
     full = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8), runtime=QUIET)
-    cascade = evaluate(standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8, cascade=True), runtime=QUIET)
+    cascade = evaluate(
+        standard_model, data, _settings(n=24, eps=0.1, attacks=DETERMINISTIC, batch_size=8, cascade=True), runtime=QUIET
+    )
     for row in ("base", "defense"):
         assert torch.equal(full.robust(row), cascade.robust(row)), row
         accs = [a for a in cascade.accuracy()[row].values() if a is not None]

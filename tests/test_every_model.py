@@ -5,6 +5,7 @@ The identity hash once crashed on every BatchNorm model (a 0-dim ``num_batches_t
 channels-last 1x1 convolution, and no test evaluated those architectures with ``--out``. A newly registered
 architecture or source without an entry in the tables below fails here, so none can be skipped silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,27 @@ from advpnml.models import EXTERNAL_SOURCES, create_model, list_models, save_che
 from advpnml.models.external import default_checkpoint
 
 #: the preset (and so the dataset) each architecture evaluates on
-ARCH_DATA = {"madry_cnn": "mnist5k", "lenet5": "mnist5k", "official_mnist_cnn": "mnist5k", "convex_small": "cifar10",
-             "preact_resnet18": "cifar10", "resnet18_cifar": "cifar10", "resnet4b": "cifar10", "wide_resnet": "cifar10",
-             "toy_mlp": "toy2d", "resnet50": "imagenet"}
+ARCH_DATA = {
+    "madry_cnn": "mnist5k",
+    "lenet5": "mnist5k",
+    "official_mnist_cnn": "mnist5k",
+    "convex_small": "cifar10",
+    "preact_resnet18": "cifar10",
+    "resnet18_cifar": "cifar10",
+    "resnet4b": "cifar10",
+    "wide_resnet": "cifar10",
+    "toy_mlp": "toy2d",
+    "resnet50": "imagenet",
+}
 #: each external source's preset, and the real file in ``../shared/data/weights`` where one ships
-SOURCE_DATA = {"carmon2019": ("cifar10", None), "wong2020_imagenet": ("imagenet", None),
-               "advertorch_lenet5": ("mnist5k", "advertorch_mnist_lenet5/mnist_lenet5_advtrained.pt"),
-               "abcrown_resnet4b": ("cifar10", "abcrown_cifar10_resnet4b/resnet4b.pth"),
-               "convex_small": ("cifar10", "convex_cifar10_small_8px/cifar_small_8px.pth"),
-               "autoattack_resnet18": ("cifar10", None)}
+SOURCE_DATA = {
+    "carmon2019": ("cifar10", None),
+    "wong2020_imagenet": ("imagenet", None),
+    "advertorch_lenet5": ("mnist5k", "advertorch_mnist_lenet5/mnist_lenet5_advtrained.pt"),
+    "abcrown_resnet4b": ("cifar10", "abcrown_cifar10_resnet4b/resnet4b.pth"),
+    "convex_small": ("cifar10", "convex_cifar10_small_8px/cifar_small_8px.pth"),
+    "autoattack_resnet18": ("cifar10", None),
+}
 FORMATS = ("contiguous", "channels_last")
 
 
@@ -41,8 +54,21 @@ def _needs(dataset: str) -> None:
 
 def _evaluate_and_resume(argv: list[str], out, capsys) -> None:
     """Evaluate fresh in one memory format, then rerun in the other into the same folder: it must resume."""
-    common = [*argv, "--samples", "2", "--attacks", "PGD", "--set", "PGD.steps=1", "--checks", "0", "--device", "cpu",
-              "--out", str(out)]
+    common = [
+        *argv,
+        "--samples",
+        "2",
+        "--attacks",
+        "PGD",
+        "--set",
+        "PGD.steps=1",
+        "--checks",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main([*common, "--memory-format", FORMATS[0]]) == 0, capsys.readouterr().err
     records = (out / "records.jsonl").read_text().splitlines()
     header = json.loads(records[0])
@@ -60,8 +86,11 @@ def test_every_architecture_evaluates_with_out_in_both_memory_formats(arch, cifa
     _needs(dataset)
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "model.pt", create_model(arch), dataset=dataset)
-    _evaluate_and_resume(["evaluate", "--checkpoint", str(checkpoint), "--config", dataset, "--data-dir", str(cifar10_dir)],
-                         tmp_path / "out", capsys)
+    _evaluate_and_resume(
+        ["evaluate", "--checkpoint", str(checkpoint), "--config", dataset, "--data-dir", str(cifar10_dir)],
+        tmp_path / "out",
+        capsys,
+    )
 
 
 @pytest.mark.parametrize("source", sorted(SOURCE_DATA))

@@ -1,4 +1,5 @@
 """The examples a user copies from run, at tiny budgets (the RobustBench one needs the internet: it must compile)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Each experiment runs at tiny scale and writes well-formed tables and figures."""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +8,12 @@ from dataclasses import replace
 import pytest
 
 from advpnml.cli import main
-from advpnml.config import attack_specs, load_config
-from advpnml.config import AttackSpec, EvalSettings
-from advpnml.runtime import QUIET
+from advpnml.config import AttackSpec, EvalSettings, attack_specs, load_config
 from advpnml.experiments.adaptive_training import run_adaptive_training
 from advpnml.experiments.sweeps import parse_steps, point_settings, run_sweep
 from advpnml.experiments.toy import run_toy
 from advpnml.models import save_checkpoint
+from advpnml.runtime import QUIET
 
 
 def test_toy_writes_table_figure_and_mechanisms(tmp_path):
@@ -47,10 +47,22 @@ def test_sweep_points_and_outputs(standard_model, mnist5k_test, tmp_path):
 
 def test_adaptive_training_compares_two_models_over_lambda(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "pgd.pt", standard_model, dataset="mnist5k")
-    rows = run_adaptive_training(tmp_path / "out", str(checkpoint), refine_eps_values=(0.1, 0.2), finetune_epochs=1, finetune_steps=1,
-                                 train_samples=50, n=4, runtime=QUIET)
-    assert [(r["model"], r["lam"]) for r in rows] == [("PGD-trained", 0.1), ("PGD-trained", 0.2),
-                                                     ("+ adaptive fine-tuning", 0.1), ("+ adaptive fine-tuning", 0.2)]
+    rows = run_adaptive_training(
+        tmp_path / "out",
+        str(checkpoint),
+        refine_eps_values=(0.1, 0.2),
+        finetune_epochs=1,
+        finetune_steps=1,
+        train_samples=50,
+        n=4,
+        runtime=QUIET,
+    )
+    assert [(r["model"], r["lam"]) for r in rows] == [
+        ("PGD-trained", 0.1),
+        ("PGD-trained", 0.2),
+        ("+ adaptive fine-tuning", 0.1),
+        ("+ adaptive fine-tuning", 0.2),
+    ]
     assert all(r["defense best"] <= r["defense Adaptive"] for r in rows)
     assert (tmp_path / "out" / "adaptive_training.png").is_file() and (tmp_path / "out" / "adaptive_training.md").is_file()
 
@@ -59,26 +71,72 @@ def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model,
     for preset in ("mnist", "cifar10", "imagenet", "mnist5k"):  # APGD-T decides the worst case: every preset runs it
         config = load_config(preset)
         assert [s.column for s in attack_specs(config)][-2:] == ["APGD-T", "APGD-T adaptive"], preset
-        assert [s.column for s in attack_specs(config, suite="strong")][-4:] == [
-            "APGD-CE", "APGD-CE adaptive", "Joint hypotheses", "Square"], preset
+        strong = attack_specs(config, suite="strong")
+        assert [s.column for s in strong][-7:] == [
+            "APGD-CE",
+            "APGD-CE adaptive",
+            "Joint hypotheses",
+            "Square",
+            "Adaptive-margin 2nd-order",
+            "APGD-CE 2nd-order",
+            "APGD-T 2nd-order",
+        ], preset
+        assert all(s.params["backward"] == "second-order-tanh" and not s.base for s in strong[-3:]), preset
         reference = attack_specs(config, suite="autoattack")[-1]
-        assert (reference.column, reference.attack, reference.base, reference.defense) == ("AutoAttack", "autoattack", True, "direct")
+        assert (reference.column, reference.attack, reference.base, reference.defense) == (
+            "AutoAttack",
+            "autoattack",
+            True,
+            "direct",
+        )
     with pytest.raises(ValueError, match="needs the config's"):
         attack_specs(load_config("toy2d"), suite="autoattack")
     named = attack_specs(load_config("mnist"), ["square", "APGD-T adaptive"], suite="strong")
     assert [s.column for s in named] == ["Square", "APGD-T adaptive"], "a cascade runs the columns in the order named"
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
-    small = ["PGD.steps=2", "PGD.restarts=1", "Adaptive.steps=2", "Adaptive-margin.steps=2", "HSJA.max_queries=20",
-             "APGD-CE.steps=2", "APGD-T.steps=2", "APGD-T.n_targets=1", "APGD-CE adaptive.steps=2", "APGD-T adaptive.steps=2",
-             "APGD-T adaptive.n_targets=1", "Joint hypotheses.steps=2", "Square.max_queries=5"]
-    args = ["evaluate", "--checkpoint", str(checkpoint), "--samples", "4", "--suite", "strong", "--checks", "4", "--device", "cpu",
-            "--out", str(tmp_path / "eval")]
+    small = [
+        "PGD.steps=2",
+        "PGD.restarts=1",
+        "Adaptive.steps=2",
+        "Adaptive-margin.steps=2",
+        "HSJA.max_queries=20",
+        "APGD-CE.steps=2",
+        "APGD-T.steps=2",
+        "APGD-T.n_targets=1",
+        "APGD-CE adaptive.steps=2",
+        "APGD-T adaptive.steps=2",
+        "APGD-T adaptive.n_targets=1",
+        "Joint hypotheses.steps=2",
+        "Square.max_queries=5",
+        "Adaptive-margin 2nd-order.steps=2",
+        "APGD-CE 2nd-order.steps=2",
+        "APGD-T 2nd-order.steps=2",
+        "APGD-T 2nd-order.n_targets=1",
+    ]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--samples",
+        "4",
+        "--suite",
+        "strong",
+        "--checks",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     for override in small:
         args += ["--set", override]
     assert main(args) == 0
     report = (tmp_path / "eval" / "results.md").read_text()
     assert "Summary (Croce et al. 2022 layout)" in report and "Gradient-masking checks" in report
-    assert "| Joint hypotheses | Square | Best attack |" in report.splitlines()[2]
+    assert (
+        "| Joint hypotheses | Square | Adaptive-margin 2nd-order | APGD-CE 2nd-order | APGD-T 2nd-order | Best attack |"
+        in (report.splitlines()[2])
+    )
     summary = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(summary["summary"]["defense"]) >= {"clean", "transfer", "adaptive", "black-box", "worst case"}
     assert summary["masking_checks"] and (tmp_path / "eval" / "results.png").is_file()
@@ -87,11 +145,50 @@ def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model,
 
 def test_table1_and_detect_commands(standard_model, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
-    assert main(["reproduce", "table1", "--dataset", "mnist5k", "--checkpoint", str(checkpoint), "--samples", "4", "--attacks", "FGSM",
-                 "--checks", "0", "--device", "cpu", "--memory-format", "contiguous", "--out", str(tmp_path / "t1")]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "table1",
+                "--dataset",
+                "mnist5k",
+                "--checkpoint",
+                str(checkpoint),
+                "--samples",
+                "4",
+                "--attacks",
+                "FGSM",
+                "--checks",
+                "0",
+                "--device",
+                "cpu",
+                "--memory-format",
+                "contiguous",
+                "--out",
+                str(tmp_path / "t1"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "t1" / "results.md").is_file()
-    assert main(["detect", "--checkpoint", str(checkpoint), "--samples", "6", "--steps", "2", "--device", "cpu",
-                 "--out", str(tmp_path / "det")]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--checkpoint",
+                str(checkpoint),
+                "--samples",
+                "6",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "det"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "det" / "detect_roc.png").is_file()
 
 
@@ -101,16 +198,37 @@ def test_demo_reuses_its_model_and_reports_the_strong_columns(standard_model, tm
     out = capsys.readouterr().out
     assert "reusing" in out and "finished in" in out
     table = (tmp_path / "eval" / "results.md").read_text()
-    assert "| Model | Natural | FGSM | PGD | Adaptive | Adaptive-margin | HSJA | APGD-T | APGD-T adaptive | Best attack |" in table
+    assert (
+        "| Model | Natural | FGSM | PGD | Adaptive | Adaptive-margin | HSJA | APGD-T | APGD-T adaptive | Best attack |" in table
+    )
     assert (tmp_path / "eval" / "results.png").is_file()
 
 
 def test_autoattack_suite_records_the_reference_beside_ours(standard_model, tmp_path):
     pytest.importorskip("pyautoattack")
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
-    args = ["evaluate", "--checkpoint", str(checkpoint), "--samples", "4", "--suite", "autoattack", "--cascade", "--checks", "4",
-            "--device", "cpu", "--attacks", "APGD-T adaptive,AutoAttack", "--set", "APGD-T adaptive.steps=2",
-            "--set", "APGD-T adaptive.n_targets=1", "--out", str(tmp_path / "eval")]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--samples",
+        "4",
+        "--suite",
+        "autoattack",
+        "--cascade",
+        "--checks",
+        "4",
+        "--device",
+        "cpu",
+        "--attacks",
+        "APGD-T adaptive,AutoAttack",
+        "--set",
+        "APGD-T adaptive.steps=2",
+        "--set",
+        "APGD-T adaptive.n_targets=1",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     assert main(args) == 0
     records = [json.loads(line) for line in (tmp_path / "eval" / "records.jsonl").read_text().splitlines()[1:]]
     assert all("AutoAttack" in r["pred"]["base"] and "AutoAttack" in r["pred"]["defense"] for r in records)
@@ -123,8 +241,10 @@ def test_autoattack_suite_records_the_reference_beside_ours(standard_model, tmp_
 
 
 def test_sweep_rows_separate_the_papers_attacks_from_the_strong_worst_case(standard_model, mnist5k_test, tmp_path):
-    attacks = [AttackSpec("FGSM", "fgsm", base=True, defense="transfer"),
-               AttackSpec("APGD-CE adaptive", "apgd", {"steps": 5, "loss": "ce"}, base=False, defense="direct")]
+    attacks = [
+        AttackSpec("FGSM", "fgsm", base=True, defense="transfer"),
+        AttackSpec("APGD-CE adaptive", "apgd", {"steps": 5, "loss": "ce"}, base=False, defense="direct"),
+    ]
     base = EvalSettings("mnist5k", "test", 8, 0.3, 0.1, attacks, batch_size=8)
     rows = run_sweep(standard_model, mnist5k_test.head(8), base, "eps", [0.2, 0.3], tmp_path, QUIET, paper_columns=["FGSM"])
     for row in rows:

@@ -1,4 +1,5 @@
 """FLOPs counted by our dispatch mode match torch's FlopCounterMode and closed forms, and work around the defense."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,10 +7,10 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from advpnml.benchmark import measure_rounds
+from advpnml.accel.flops import count_flops, peak_tflops, rate
+from advpnml.bench.hardware import bench_hardware, format_hardware
+from advpnml.bench.speed import measure_rounds
 from advpnml.defense import AdversarialPnml
-from advpnml.flops import count_flops, peak_tflops, rate
-from advpnml.hardware_bench import bench_hardware, format_hardware
 
 
 def test_closed_forms():
@@ -39,10 +40,18 @@ def test_peaks_and_rates():
 
 def test_the_hardware_rows_run_every_variant_on_cpu(tiny_cnn):
     x = torch.rand(2, 1, 28, 28)
-    row = bench_hardware("tiny", tiny_cnn, x, torch.device("cpu"), "x86_64", 1, measure_rounds, pgd_steps=1, apgd_steps=2,
-                         log=lambda m: None)
+    row = bench_hardware(
+        "tiny", tiny_cnn, x, torch.device("cpu"), "x86_64", 1, measure_rounds, pgd_steps=1, apgd_steps=2, log=lambda m: None
+    )
     keys = set(row["contenders"])
-    assert {"defense/fp32", "defense/fp32_cl", "defense/bf16_cl", "pgd/bf16_cl+graph", "apgd/fp32+graph",
-            "adaptive/fp32", "adaptive/fp32_cl+graph"} <= keys and "adaptive/bf16_cl" not in keys
+    assert {
+        "defense/fp32",
+        "defense/fp32_cl",
+        "defense/bf16_cl",
+        "pgd/bf16_cl+graph",
+        "apgd/fp32+graph",
+        "adaptive/fp32",
+        "adaptive/fp32_cl+graph",
+    } <= keys and "adaptive/bf16_cl" not in keys
     assert all(v > 0 for v in row["flops"].values()) and row["defense_speedup"] > 0
     assert "| tiny (batch 2) | defense/fp32 |" in format_hardware([row], "x86_64")

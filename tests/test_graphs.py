@@ -1,4 +1,5 @@
 """CUDA-graph capture falls back to the same eager values off CUDA; on a GPU (the device script) it captures and agrees."""
+
 from __future__ import annotations
 
 import copy
@@ -9,12 +10,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import advpnml
+from advpnml.accel.graphs import GraphedAttack, GraphedStep, host_syncs
 from advpnml.attacks import APGD, PGD
 from advpnml.defense import AdversarialPnml
-from advpnml.graphs import GraphedAttack, GraphedStep, host_syncs
-from advpnml.train_step import GraphedPgdStep
 from advpnml.runtime import QUIET
-from advpnml.training import TrainConfig, train
+from advpnml.training.step import GraphedPgdStep
+from advpnml.training.trainer import TrainConfig, train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -48,8 +49,16 @@ def test_only_sync_free_runs_start_from_a_given_point(tiny_cnn, mnist5k_test):
 
 
 def _train(graphs: bool, messages: list[str], tmp_path, device: str = "cpu", **overrides):
-    settings = dict(arch="madry_cnn", arch_kwargs={"width": 0.25}, epochs=2, batch_size=25, attack_steps=3,
-                    attack_step_size=0.1, adaptive_epochs=1, eps=0.3)
+    settings = dict(
+        arch="madry_cnn",
+        arch_kwargs={"width": 0.25},
+        epochs=2,
+        batch_size=25,
+        attack_steps=3,
+        attack_step_size=0.1,
+        adaptive_epochs=1,
+        eps=0.3,
+    )
     config = TrainConfig(**{**settings, **overrides})
     runtime = replace(QUIET, device=torch.device(device), memory_format="contiguous", cuda_graphs=graphs, log=messages.append)
     return train(config, advpnml.load_dataset("mnist5k", "train", n=100), tmp_path / f"run{int(graphs)}", runtime=runtime)
@@ -62,8 +71,9 @@ def test_training_with_cuda_graphs_gives_the_eager_weights_and_history(tmp_path)
     graphed, history = _train(True, messages, tmp_path)
     for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
         assert torch.equal(a, b), name
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in history] == \
-           [{k: v for k, v in h.items() if k != "seconds"} for h in eager_history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in history] == [
+        {k: v for k, v in h.items() if k != "seconds"} for h in eager_history
+    ]
     assert "CUDA graphs need CUDA tensors, got cpu; running eagerly" in messages
 
 
@@ -157,7 +167,7 @@ def fake_cuda(monkeypatch):
     """CPU tensors treated as capturable, CUDA's stream and graph calls replaced by the tape."""
     import contextlib
 
-    import advpnml.graphs as graphs
+    import advpnml.accel.graphs as graphs
 
     class Stream:
         def wait_stream(self, other):
@@ -194,7 +204,7 @@ def test_a_replayed_step_reads_new_inputs_and_keys_recapture(fake_cuda):
 
 def test_a_captured_and_replayed_training_step_gives_the_eager_weights(fake_cuda, mnist5k_test):
     """PGD steps, then adaptive steps through the defense, replayed from the tape: weight for weight the eager update."""
-    from advpnml.train_step import update_step
+    from advpnml.training.step import update_step
 
     x_all, y_all = mnist5k_test.x[:50], mnist5k_test.y[:50]
     torch.manual_seed(0)

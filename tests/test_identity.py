@@ -1,5 +1,6 @@
 """A run's identity is the model as it computes: architecture or source, normalization, every buffer and parameter,
 in any memory format; a refused resume names what changed, and the same run by another path resumes."""
+
 from __future__ import annotations
 
 import json
@@ -9,16 +10,25 @@ import torch
 
 from advpnml.cli import main
 from advpnml.config import AttackSpec, EvalSettings
-from advpnml.evaluation import evaluate
+from advpnml.evaluation.engine import evaluate
+from advpnml.evaluation.records import RunMismatchError
 from advpnml.identity import computation_digest, model_digest
 from advpnml.models import create_model, save_checkpoint, set_memory_format
-from advpnml.records import RunMismatchError
 from advpnml.runtime import QUIET
 
 
-@pytest.mark.parametrize("tensor", [torch.tensor(7), torch.ones(4, 3, 1, 1).to(memory_format=torch.channels_last),
-                                    torch.rand(2, 3, 5, 5).to(memory_format=torch.channels_last), torch.ones(3, dtype=torch.bfloat16),
-                                    torch.tensor([True, False]), torch.zeros(0, 3), torch.rand(4, 6).t()])
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.tensor(7),
+        torch.ones(4, 3, 1, 1).to(memory_format=torch.channels_last),
+        torch.rand(2, 3, 5, 5).to(memory_format=torch.channels_last),
+        torch.ones(3, dtype=torch.bfloat16),
+        torch.tensor([True, False]),
+        torch.zeros(0, 3),
+        torch.rand(4, 6).t(),
+    ],
+)
 def test_any_tensor_hashes_and_its_layout_does_not_matter(tensor):
     plain, laid_out = torch.nn.Module(), torch.nn.Module()
     plain.register_buffer("b", tensor.contiguous())
@@ -38,8 +48,15 @@ def test_batch_norm_and_channels_last_models_hash_and_agree_across_formats():
 
 
 def _settings(n: int = 2, **changes) -> EvalSettings:
-    values = dict(dataset="mnist5k", split="test", n=n, eps=0.1, refine_eps=0.1, batch_size=2,
-                  attacks=[AttackSpec("FGSM", "fgsm", {}, True, "transfer")])
+    values = dict(
+        dataset="mnist5k",
+        split="test",
+        n=n,
+        eps=0.1,
+        refine_eps=0.1,
+        batch_size=2,
+        attacks=[AttackSpec("FGSM", "fgsm", {}, True, "transfer")],
+    )
     return EvalSettings(**{**values, **changes})
 
 
@@ -57,8 +74,25 @@ def test_a_changed_normalization_is_another_model(mnist5k_test, tmp_path):
 def test_one_file_read_as_two_sources_is_two_models(cifar10_dir, tmp_path, capsys):
     torch.manual_seed(0)
     torch.save(create_model("resnet4b").state_dict(), tmp_path / "resnet4b.pth")
-    argv = ["evaluate", "--checkpoint", str(tmp_path / "resnet4b.pth"), "--config", "cifar10", "--data-dir", str(cifar10_dir),
-            "--samples", "2", "--attacks", "FGSM", "--checks", "0", "--device", "cpu", "--out", str(tmp_path / "out")]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(tmp_path / "resnet4b.pth"),
+        "--config",
+        "cifar10",
+        "--data-dir",
+        str(cifar10_dir),
+        "--samples",
+        "2",
+        "--attacks",
+        "FGSM",
+        "--checks",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main([*argv, "--source", "abcrown_resnet4b"]) == 0
     capsys.readouterr()
     assert main([*argv, "--source", "resnet4b"]) == 2
@@ -67,13 +101,20 @@ def test_one_file_read_as_two_sources_is_two_models(cifar10_dir, tmp_path, capsy
 
 
 def test_a_refused_resume_names_the_setting_that_changed(standard_model, mnist5k_test, tmp_path):
-    two = [AttackSpec("FGSM", "fgsm", {}, True, "transfer"), AttackSpec("PGD", "pgd", {"steps": 2, "step_size": 0.05}, True, "transfer")]
+    two = [
+        AttackSpec("FGSM", "fgsm", {}, True, "transfer"),
+        AttackSpec("PGD", "pgd", {"steps": 2, "step_size": 0.05}, True, "transfer"),
+    ]
     evaluate(standard_model, mnist5k_test.head(2), _settings(attacks=two), tmp_path, QUIET)
-    cases = [(_settings(attacks=two[::-1]), r"the attack columns' order \(FGSM, PGD -> PGD, FGSM\)"),
-             (_settings(attacks=two, eps=0.2), r"eps \(0.1 -> 0.2\)"),
-             (_settings(attacks=[two[0], AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05}, True, "transfer")]),
-              r"attack 'PGD' params.steps \(2 -> 3\)"),
-             (_settings(attacks=two[:1]), "attack columns removed: PGD")]
+    cases = [
+        (_settings(attacks=two[::-1]), r"the attack columns' order \(FGSM, PGD -> PGD, FGSM\)"),
+        (_settings(attacks=two, eps=0.2), r"eps \(0.1 -> 0.2\)"),
+        (
+            _settings(attacks=[two[0], AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05}, True, "transfer")]),
+            r"attack 'PGD' params.steps \(2 -> 3\)",
+        ),
+        (_settings(attacks=two[:1]), "attack columns removed: PGD"),
+    ]
     for settings, message in cases:
         with pytest.raises(RunMismatchError, match=message):
             evaluate(standard_model, mnist5k_test.head(2), settings, tmp_path, QUIET)
@@ -81,7 +122,19 @@ def test_a_refused_resume_names_the_setting_that_changed(standard_model, mnist5k
 
 def test_the_same_checkpoint_by_another_path_resumes(standard_model, tmp_path, capsys, monkeypatch):
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
-    common = ["evaluate", "--samples", "2", "--attacks", "FGSM", "--checks", "0", "--device", "cpu", "--out", str(tmp_path / "out")]
+    common = [
+        "evaluate",
+        "--samples",
+        "2",
+        "--attacks",
+        "FGSM",
+        "--checks",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main([*common, "--checkpoint", str(checkpoint)]) == 0
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()

@@ -1,5 +1,6 @@
 """One writer per output folder: a live holder refuses a second job (``--overwrite`` included); a dead, reused or
 malformed holder is taken over at once, by exactly one of several jobs racing for it."""
+
 from __future__ import annotations
 
 import errno
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from advpnml.config import AttackSpec, EvalSettings
-from advpnml.evaluation import evaluate
+from advpnml.evaluation.engine import evaluate
 from advpnml.lock import LOCK_NAME, FolderLock, holder_is_alive, process_start
 from advpnml.runtime import QUIET, Runtime
 
@@ -66,11 +67,19 @@ def test_a_dead_holder_is_taken_over_and_the_lock_is_released(standard_model, mn
     assert any(f"pid {gone_pid} is gone; taking it over" in m for m in messages)
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b"", "unreadable"), (b"\x00garbage{", "unreadable"), (b"null", "unreadable"), (b"[1, 2]", "unreadable"),
-    (b"42", "unreadable"), (json.dumps({"pid": 2**70, "host": HOST}).encode(), "no valid pid"),
-    (json.dumps({"pid": "123", "host": HOST}).encode(), "no valid pid"), (json.dumps({"host": HOST}).encode(), "no valid pid"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"", "unreadable"),
+        (b"\x00garbage{", "unreadable"),
+        (b"null", "unreadable"),
+        (b"[1, 2]", "unreadable"),
+        (b"42", "unreadable"),
+        (json.dumps({"pid": 2**70, "host": HOST}).encode(), "no valid pid"),
+        (json.dumps({"pid": "123", "host": HOST}).encode(), "no valid pid"),
+        (json.dumps({"host": HOST}).encode(), "no valid pid"),
+    ],
+)
 def test_a_malformed_lock_is_taken_over_at_once(tmp_path, raw, why):
     _write_lock(tmp_path, 0, raw=raw)
     (tmp_path / LOCK_NAME).touch()  # just written: an empty lock used to block reruns for 10 s

@@ -1,12 +1,13 @@
 """Gradient-masking checks warn on a deliberately masked model and pass a clean one."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 from advpnml.config import AttackSpec, EvalSettings
-from advpnml.records import EvalResult
-from advpnml.masking import masking_checks
+from advpnml.evaluation.masking import masking_checks
+from advpnml.evaluation.records import EvalResult
 
 
 class Rounding(nn.Module):
@@ -45,9 +46,16 @@ def test_probabilities_instead_of_logits_are_flagged(standard_model, mnist5k_tes
 def test_white_box_weaker_than_black_box_is_flagged():
     specs = [AttackSpec("PGD", "pgd", base=True, defense="direct"), AttackSpec("HSJA", "hsja", base=True, defense="direct")]
     settings = EvalSettings("mnist5k", "test", 4, 0.3, 0.1, specs)
-    records = [{"index": i, "label": 1, "pred": {"base": {"Natural": 1, "PGD": 1, "HSJA": 0},
-                                                 "defense": {"Natural": 1, "PGD": 1, "HSJA": 1}}, "queries": {}} for i in range(4)]
-    from advpnml.masking import _attack_order_checks
+    records = [
+        {
+            "index": i,
+            "label": 1,
+            "pred": {"base": {"Natural": 1, "PGD": 1, "HSJA": 0}, "defense": {"Natural": 1, "PGD": 1, "HSJA": 1}},
+            "queries": {},
+        }
+        for i in range(4)
+    ]
+    from advpnml.evaluation.masking import _attack_order_checks
 
     assert _attack_order_checks(EvalResult(settings, records, {}), "base")[0].status == "warn"
     assert _attack_order_checks(EvalResult(settings, records, {}), "defense")[0].status == "pass"
@@ -57,7 +65,7 @@ def test_a_genuinely_robust_cifar10_model_passes_accuracy_vs_eps(shared_data):
     """ResNet-4B, PGD-trained at 2/255, keeps ~20% at 4 x eps: that is robustness, not masking. The check attacks at the
     box's half-width too, where every image can be moved onto the same one, and compares with the largest class."""
     import advpnml
-    from advpnml.masking import reachable_ceiling
+    from advpnml.evaluation.masking import reachable_ceiling
 
     path = shared_data / "weights" / "abcrown_cifar10_resnet4b" / "resnet4b.pth"
     if not path.is_file():

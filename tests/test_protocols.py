@@ -1,4 +1,5 @@
 """`--protocol paper`: each of the official code's choices pinned on a tiny model, and the side-by-side table."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -58,8 +59,11 @@ def test_clamp_in_graph_bpda_zeroes_the_gradient_of_saturated_pixels(tiny_cnn):
     unclamped = x.unsqueeze(1) - 0.1 * defense._shared_first_gradients(x.clone(), labels).sign()
     in_box = ((unclamped >= 0) & (unclamped <= 1)).sum(1).to(x.dtype)
     torch.testing.assert_close(grads["clamp"], in_box)
-    assert (grads["clamp"][:, :, 5:-5] == 10).all() and (grads["clamp"][:, :, :5] < 10).any() \
-        and (grads["clamp"][:, :, -5:] < 10).any(), "black and white pixels pushed out of the box pass no gradient"
+    assert (
+        (grads["clamp"][:, :, 5:-5] == 10).all()
+        and (grads["clamp"][:, :, :5] < 10).any()
+        and (grads["clamp"][:, :, -5:] < 10).any()
+    ), "black and white pixels pushed out of the box pass no gradient"
 
 
 def test_clamp_bpda_defense_gives_the_same_predictions(tiny_cnn):
@@ -103,14 +107,36 @@ def test_protocol_both_writes_the_side_by_side_table(standard_model, tmp_path, c
     config = tmp_path / "tiny.toml"
     text = resources.files("advpnml.configs").joinpath("mnist.toml").read_text()
     text = text.replace('dataset = "mnist"', 'dataset = "mnist5k"')
-    for old, new in (("steps = 300", "steps = 3"), ("steps = 50,", "steps = 3,"), ("steps = 40,", "steps = 3,"),
-                     ("restarts = 20", "restarts = 2"), ("max_iters = 29", "max_iters = 2")):
+    for old, new in (
+        ("steps = 300", "steps = 3"),
+        ("steps = 50,", "steps = 3,"),
+        ("steps = 40,", "steps = 3,"),
+        ("restarts = 20", "restarts = 2"),
+        ("max_iters = 29", "max_iters = 2"),
+    ):
         text = text.replace(old, new)
     config.write_text(text)
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist5k")
     out = tmp_path / "both"
-    argv = ["evaluate", "--checkpoint", str(checkpoint), "--config", str(config), "--samples", "8", "--checks", "0",
-            "--attacks", "FGSM,PGD,Adaptive,Adaptive-margin", "--protocol", "both", "--out", str(out), "--device", "cpu"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--config",
+        str(config),
+        "--samples",
+        "8",
+        "--checks",
+        "0",
+        "--attacks",
+        "FGSM,PGD,Adaptive,Adaptive-margin",
+        "--protocol",
+        "both",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     table = (out / "protocols.md").read_text()
     assert (out / "strict" / "records.jsonl").is_file() and (out / "paper" / "records.jsonl").is_file()
@@ -118,7 +144,8 @@ def test_protocol_both_writes_the_side_by_side_table(standard_model, tmp_path, c
     assert "highest final loss" in table, "each column's note says what moves its number"
     assert "Not run here (`--attacks`): HSJA" in table and "29 iterations" not in table
     strict = (out / "strict" / "results.md").read_text()
-    assert "Adaptive-margin" in strict and "Adaptive-margin" not in (out / "paper" / "results.md").read_text(), \
+    assert "Adaptive-margin" in strict and "Adaptive-margin" not in (out / "paper" / "results.md").read_text(), (
         "--attacks under both: each protocol runs the named columns it has"
+    )
     assert main(argv[:-4] + ["--protocol", "both", "--cascade", "--out", str(out)]) == 2
     assert "drop --cascade" in capsys.readouterr().err

@@ -1,17 +1,21 @@
 """The records file is repaired without loss: corrupt lines set aside, cut lines redone, empty files fresh, disk errors one line."""
+
 from __future__ import annotations
 
 import errno
 import json
+from pathlib import Path
 
 import pytest
 
 from advpnml.config import AttackSpec, EvalSettings
-from advpnml.evaluation import evaluate
+from advpnml.evaluation.engine import evaluate
 from advpnml.runtime import Runtime
 
-SPECS = [AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
-         AttackSpec("PGD", "pgd", {"steps": 2, "step_size": 0.05}, base=True, defense="transfer")]
+SPECS = [
+    AttackSpec("FGSM", "fgsm", {}, base=True, defense="transfer"),
+    AttackSpec("PGD", "pgd", {"steps": 2, "step_size": 0.05}, base=True, defense="transfer"),
+]
 
 
 def _settings() -> EvalSettings:
@@ -19,8 +23,9 @@ def _settings() -> EvalSettings:
 
 
 def _run(model, data, out, messages=None):
-    return evaluate(model, data, _settings(), out, Runtime(log=(messages.append if messages is not None else lambda m: None),
-                                                           progress=False))
+    return evaluate(
+        model, data, _settings(), out, Runtime(log=(messages.append if messages is not None else lambda m: None), progress=False)
+    )
 
 
 def _preds(result):
@@ -39,7 +44,7 @@ def test_a_corrupt_line_is_set_aside_and_the_records_after_it_are_kept(standard_
     messages = []
     resumed = _run(standard_model, data, tmp_path / "part", messages)
     assert _preds(resumed) == _preds(whole), "the repaired run equals an uninterrupted one"
-    indices = [json.loads(l)["index"] for l in (tmp_path / "part" / "records.jsonl").read_bytes().splitlines()[1:]]
+    indices = [json.loads(line)["index"] for line in (tmp_path / "part" / "records.jsonl").read_bytes().splitlines()[1:]]
     assert sorted(indices) == list(range(8)) and len(indices) == 8, "no record lost, none twice"
     assert (tmp_path / "part" / "records.jsonl.corrupt").read_bytes() == garbage
     assert any("1 unreadable line(s) moved" in m and "6 records kept" in m for m in messages)
@@ -90,7 +95,7 @@ def test_a_different_model_or_data_under_the_same_path_is_refused_by_name(standa
 
 
 def test_a_run_resumed_complete_reports_no_nan_cost(standard_model, mnist5k_test, tmp_path):
-    from advpnml.reporting import summary_table, write_report
+    from advpnml.evaluation.reporting import summary_table, write_report
 
     first = _run(standard_model, mnist5k_test.head(8), tmp_path)
     again = _run(standard_model, mnist5k_test.head(8), tmp_path)
@@ -100,8 +105,15 @@ def test_a_run_resumed_complete_reports_no_nan_cost(standard_model, mnist5k_test
     assert "0 of 8 samples evaluated" in (tmp_path / "results.md").read_text() and not (tmp_path / "results.md.tmp").exists()
 
 
-@pytest.mark.parametrize("line", [b'{"index": 3}\n', b'{"index": 3, "label": 1, "pred": {"base": {"Natural": "7"}}}\n',
-                                  b'{"index": -1, "label": 1, "pred": {"base": {"Natural": 1}}}\n', b'[3]\n'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"index": 3}\n',
+        b'{"index": 3, "label": 1, "pred": {"base": {"Natural": "7"}}}\n',
+        b'{"index": -1, "label": 1, "pred": {"base": {"Natural": 1}}}\n',
+        b"[3]\n",
+    ],
+)
 def test_a_readable_line_that_is_not_a_whole_record_is_set_aside_and_redone(standard_model, mnist5k_test, tmp_path, line):
     data = mnist5k_test.head(8)
     whole = _run(standard_model, data, tmp_path / "whole")
@@ -117,10 +129,10 @@ def test_figures_and_metrics_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
     import matplotlib.figure
 
     from advpnml.plotting import line_plot
-    from advpnml.training import _write_metrics
+    from advpnml.training.trainer import _write_metrics
 
     def full(self, path, *args, **kwargs):
-        open(path, "wb").write(b"half a png")
+        Path(path).write_bytes(b"half a png")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)

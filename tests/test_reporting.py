@@ -1,9 +1,10 @@
 """The report's verdict line says plainly whether the defense helps, hurts, or was never attacked."""
+
 from __future__ import annotations
 
 from advpnml.config import AttackSpec, EvalSettings
-from advpnml.records import EvalResult
-from advpnml.reporting import summary_table
+from advpnml.evaluation.records import EvalResult
+from advpnml.evaluation.reporting import summary_table
 
 
 def _result(defense_correct: list[bool], attacks: list[AttackSpec]) -> EvalResult:
@@ -28,7 +29,8 @@ def test_verdict_says_the_defense_lowers_the_worst_case():
 
 def test_verdict_names_a_gain_and_an_untested_gain():
     assert "+25.0 points: the defense raises the per-sample worst case under these attacks." in summary_table(
-        _result([True, True, True, False], [PGD, ADAPTIVE]))
+        _result([True, True, True, False], [PGD, ADAPTIVE])
+    )
     untested = summary_table(_result([True, True, True, False], [PGD]))
     assert "no attack ran through the defense, so this is no evidence of robustness" in untested
 

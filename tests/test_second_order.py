@@ -1,5 +1,6 @@
 """The second-order backward (Appendix B, eq. 15) against an independent computation: the identity BPDA's gradient
 at each refined input, minus lambda times a Hessian-vector product of that hypothesis's loss through the surrogate."""
+
 from __future__ import annotations
 
 import math
@@ -41,6 +42,7 @@ def test_the_gradient_is_bpdas_minus_lambda_times_a_hessian_vector_product(tiny_
     expected = u.sum(1).clone()
     for n in range(2):
         for i in range(4):
+
             def loss_i(z, i=i):
                 return F.cross_entropy(tiny_mlp(z.unsqueeze(0)), torch.tensor([i]))
 

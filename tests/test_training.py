@@ -1,4 +1,5 @@
 """Training methods, resumability, and that adversarial training buys robustness on the toy data."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -10,7 +11,7 @@ from advpnml.attacks import PGD
 from advpnml.data import load_dataset
 from advpnml.models import load_checkpoint
 from advpnml.runtime import QUIET
-from advpnml.training import TrainConfig, train
+from advpnml.training.trainer import TrainConfig, train
 
 from .conftest import accuracy
 
@@ -18,8 +19,19 @@ TRAIN_QUIET = replace(QUIET, memory_format="contiguous")  # train()'s own defaul
 
 
 def _toy_config(method: str, **kw) -> TrainConfig:
-    values = dict(arch="toy_mlp", arch_kwargs={"hidden": 32}, method=method, epochs=4, batch_size=50, optimizer="adam", lr=0.01,
-                  weight_decay=0.0, eps=0.5, attack_steps=4, attack_step_size=0.25)
+    values = dict(
+        arch="toy_mlp",
+        arch_kwargs={"hidden": 32},
+        method=method,
+        epochs=4,
+        batch_size=50,
+        optimizer="adam",
+        lr=0.01,
+        weight_decay=0.0,
+        eps=0.5,
+        attack_steps=4,
+        attack_step_size=0.25,
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -27,8 +39,19 @@ def _toy_config(method: str, **kw) -> TrainConfig:
 def test_each_method_lowers_its_loss(tmp_path):
     data = load_dataset("mnist5k", "train", n=400)
     for method in ("standard", "pgd", "fast"):
-        config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.125}, method=method, epochs=3, batch_size=50, optimizer="adam",
-                             lr=2e-3, weight_decay=0.0, eps=0.1, attack_steps=3, attack_step_size=0.04)
+        config = TrainConfig(
+            arch="madry_cnn",
+            arch_kwargs={"width": 0.125},
+            method=method,
+            epochs=3,
+            batch_size=50,
+            optimizer="adam",
+            lr=2e-3,
+            weight_decay=0.0,
+            eps=0.1,
+            attack_steps=3,
+            attack_step_size=0.04,
+        )
         _, history = train(config, data, tmp_path / method, runtime=TRAIN_QUIET)
         assert history[-1]["loss"] < history[0]["loss"], method
         assert (tmp_path / method / "metrics.csv").is_file() and (tmp_path / method / "metrics.png").is_file()
@@ -38,8 +61,17 @@ def test_each_method_lowers_its_loss(tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     data = load_dataset("mnist5k", "train", n=200)
-    config = TrainConfig(arch="madry_cnn", arch_kwargs={"width": 0.125}, method="pgd", epochs=2, batch_size=50, lr=0.01,
-                         eps=0.1, attack_steps=2, attack_step_size=0.05)
+    config = TrainConfig(
+        arch="madry_cnn",
+        arch_kwargs={"width": 0.125},
+        method="pgd",
+        epochs=2,
+        batch_size=50,
+        lr=0.01,
+        eps=0.1,
+        attack_steps=2,
+        attack_step_size=0.05,
+    )
     whole, _ = train(config, data, tmp_path / "whole", runtime=TRAIN_QUIET)
     train(config, data, tmp_path / "parts", runtime=TRAIN_QUIET, stop_after=1)
     assert not (tmp_path / "parts" / "model.pt").exists()

@@ -1,5 +1,6 @@
 """A model class the project has never seen, a plain state dict and an .npz: through ``advpnml evaluate --model`` and
 ``advpnml.evaluate(...)`` to the same numbers; every bad input one line before any attack."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,13 @@ MODEL_FILE = textwrap.dedent('''
 ''')
 #: a few cheap columns of the strong suite (transfer, adaptive, APGD through the defense, score-based black box)
 COLUMNS = "FGSM,PGD,Adaptive-margin,APGD-T adaptive,Square"
-SETS = {"PGD.steps": 5, "Adaptive-margin.steps": 5, "APGD-T adaptive.steps": 5, "APGD-T adaptive.n_targets": 2,
-        "Square.max_queries": 30}
+SETS = {
+    "PGD.steps": 5,
+    "Adaptive-margin.steps": 5,
+    "APGD-T adaptive.steps": 5,
+    "APGD-T adaptive.n_targets": 2,
+    "Square.max_queries": 30,
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +75,31 @@ def user_files(tmp_path_factory):
 
 
 def _cli(root, *extra: str) -> list[str]:
-    return ["evaluate", "--model", f"{root / 'mynet.py'}:TinyNet", "--checkpoint", str(root / "my.pt"), "--data",
-            str(root / "digits.npz"), "--eps", "0.1", "--lam", "0.1", "--suite", "strong", "--attacks", COLUMNS,
-            *[f"--set={k}={v}" for k, v in SETS.items()], "--checks", "4", "--batch-size", "3", "--device", "cpu", *extra]
+    return [
+        "evaluate",
+        "--model",
+        f"{root / 'mynet.py'}:TinyNet",
+        "--checkpoint",
+        str(root / "my.pt"),
+        "--data",
+        str(root / "digits.npz"),
+        "--eps",
+        "0.1",
+        "--lam",
+        "0.1",
+        "--suite",
+        "strong",
+        "--attacks",
+        COLUMNS,
+        *[f"--set={k}={v}" for k, v in SETS.items()],
+        "--checks",
+        "4",
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_the_command_line_and_the_python_call_give_the_same_numbers(user_files, tmp_path, capsys):
@@ -80,26 +108,46 @@ def test_the_command_line_and_the_python_call_give_the_same_numbers(user_files, 
     model = tiny_net()
     model.load_state_dict(torch.load(root / "my.pt", weights_only=True))
     data = np.load(root / "digits.npz")
-    found = advpnml.evaluate(model, (data["x"], data["y"]), eps=0.1, lam=0.1, suite="strong", attacks=COLUMNS.split(","),
-                             set=SETS, checks=4, batch_size=3, device="cpu", out=tmp_path / "python", verbose=False)
+    found = advpnml.evaluate(
+        model,
+        (data["x"], data["y"]),
+        eps=0.1,
+        lam=0.1,
+        suite="strong",
+        attacks=COLUMNS.split(","),
+        set=SETS,
+        checks=4,
+        batch_size=3,
+        device="cpu",
+        out=tmp_path / "python",
+        verbose=False,
+    )
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     python = json.loads((tmp_path / "python" / "results.json").read_text())
     assert cli["accuracy"] == python["accuracy"] == found.accuracy()
     assert cli["summary"] == python["summary"] == found.summary()
     records = [json.loads(line) for line in (tmp_path / "cli" / "records.jsonl").read_text().splitlines()[1:]]
     assert [r["pred"] for r in records] == [r["pred"] for r in found.records]
-    assert 0 < found.accuracy()["base"]["Natural"] and found.summary()["defense"]["adaptive"] is not None
+    assert found.accuracy()["base"]["Natural"] > 0 and found.summary()["defense"]["adaptive"] is not None
     assert "| Adversarial pNML |" in found.markdown() and len(found.checks) > 4
-    assert torch.equal(found.robust("base"), torch.tensor([r["pred"]["base"]["Natural"] == r["label"] and all(
-        p == r["label"] for p in r["pred"]["base"].values()) for r in records]))
+    assert torch.equal(
+        found.robust("base"),
+        torch.tensor(
+            [
+                r["pred"]["base"]["Natural"] == r["label"] and all(p == r["label"] for p in r["pred"]["base"].values())
+                for r in records
+            ]
+        ),
+    )
 
 
 def test_nothing_is_written_without_out(user_files, tmp_path, monkeypatch):
     root, tiny_net = user_files
     monkeypatch.chdir(tmp_path)
     data = np.load(root / "digits.npz")
-    found = advpnml.evaluate(tiny_net(), (data["x"], data["y"]), eps=0.1, lam=0.1, suite="paper", attacks=["FGSM"], checks=0,
-                             verbose=False)
+    found = advpnml.evaluate(
+        tiny_net(), (data["x"], data["y"]), eps=0.1, lam=0.1, suite="paper", attacks=["FGSM"], checks=0, verbose=False
+    )
     assert set(found.summary()) == {"base", "defense"} and found.out is None and list(tmp_path.iterdir()) == []
 
 
@@ -107,7 +155,9 @@ def test_a_normalizing_model_wrapped_with_normalize_equals_normalization_inside(
     inside = advpnml.create_model("madry_cnn", width=0.25, mean=(0.5,), std=(0.25,)).eval()
     inside.load_state_dict(standard_model.state_dict())
     x, y = mnist5k_test.x[:4], mnist5k_test.y[:4]
-    kwargs = dict(eps=0.1, lam=0.1, attacks=["FGSM", "Adaptive-margin"], set={"Adaptive-margin.steps": 3}, checks=0, verbose=False)
+    kwargs = dict(
+        eps=0.1, lam=0.1, attacks=["FGSM", "Adaptive-margin"], set={"Adaptive-margin.steps": 3}, checks=0, verbose=False
+    )
     wrapped = advpnml.evaluate(standard_model, (x, y), normalize=((0.5,), (0.25,)), **kwargs)
     assert wrapped.records == advpnml.evaluate(inside, (x, y), **kwargs).records
 
@@ -117,26 +167,42 @@ def _write(tmp_path, name, **arrays):
     return str(tmp_path / name)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r, t: ["--model", str(t / "nope.py") + ":TinyNet"], "model file not found: .*nope.py"),
-    (lambda r, t: ["--model", f"{r / 'mynet.py'}:TinyNett"], "has no 'TinyNett'; it defines: Squeezed, TinyNet, not_a_model"),
-    (lambda r, t: ["--model", "no_such_package.models:Net"], "cannot import no_such_package.models: No module named"),
-    (lambda r, t: ["--model", f"{r / 'mynet.py'}:not_a_model"], r"not_a_model\(\) returned a int, not a torch.nn.Module"),
-    (lambda r, t: ["--model", f"{r / 'mynet.py'}:Squeezed"], r"must return floating logits of shape \(N, classes\); for one "
-                                                               r"input it returned \(1, 10, 1\)"),
-    (lambda r, t: ["--checkpoint", _saved_other(t)], r"does not fit architecture 'TinyNet': missing keys: .*head.weight"),
-    (lambda r, t: ["--data", _write(t, "big.npz", x=np.full((3, 1, 28, 28), 2.0), y=np.zeros(3))],
-     r"big.npz: inputs in \[2, 2\], expected inside \[0, 1\]"),
-    (lambda r, t: ["--data", _write(t, "flat.npz", x=np.zeros((3, 28, 28), np.uint8), y=np.zeros(3))],
-     r"x must be \(N, C, H, W\) images, got shape \(3, 28, 28\) \(add a channel axis"),
-    (lambda r, t: ["--data", _write(t, "labels.npz", x=np.zeros((3, 1, 28, 28), np.uint8), y=np.array([0, 12, 3]))],
-     r"the model returns 10 logits per input but labels has 13 classes"),
-    (lambda r, t: ["--data", _write(t, "short.npz", x=np.zeros((3, 1, 28, 28), np.uint8), y=np.array([0, 1]))],
-     r"x holds 3 samples but y 2 labels"),
-    (lambda r, t: ["--data", _write(t, "nox.npz", images=np.zeros((3, 1, 28, 28)), y=np.zeros(3))],
-     r"must hold arrays 'x' \(N, C, H, W\) and 'y' \(N,\), found: images, y"),
-    (lambda r, t: ["--data", str(t / "typo")], "data '.*typo' is neither a dataset name"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r, t: ["--model", str(t / "nope.py") + ":TinyNet"], "model file not found: .*nope.py"),
+        (lambda r, t: ["--model", f"{r / 'mynet.py'}:TinyNett"], "has no 'TinyNett'; it defines: Squeezed, TinyNet, not_a_model"),
+        (lambda r, t: ["--model", "no_such_package.models:Net"], "cannot import no_such_package.models: No module named"),
+        (lambda r, t: ["--model", f"{r / 'mynet.py'}:not_a_model"], r"not_a_model\(\) returned a int, not a torch.nn.Module"),
+        (
+            lambda r, t: ["--model", f"{r / 'mynet.py'}:Squeezed"],
+            r"must return floating logits of shape \(N, classes\); for one "
+            r"input it returned \(1, 10, 1\)",
+        ),
+        (lambda r, t: ["--checkpoint", _saved_other(t)], r"does not fit architecture 'TinyNet': missing keys: .*head.weight"),
+        (
+            lambda r, t: ["--data", _write(t, "big.npz", x=np.full((3, 1, 28, 28), 2.0), y=np.zeros(3))],
+            r"big.npz: inputs in \[2, 2\], expected inside \[0, 1\]",
+        ),
+        (
+            lambda r, t: ["--data", _write(t, "flat.npz", x=np.zeros((3, 28, 28), np.uint8), y=np.zeros(3))],
+            r"x must be \(N, C, H, W\) images, got shape \(3, 28, 28\) \(add a channel axis",
+        ),
+        (
+            lambda r, t: ["--data", _write(t, "labels.npz", x=np.zeros((3, 1, 28, 28), np.uint8), y=np.array([0, 12, 3]))],
+            r"the model returns 10 logits per input but labels has 13 classes",
+        ),
+        (
+            lambda r, t: ["--data", _write(t, "short.npz", x=np.zeros((3, 1, 28, 28), np.uint8), y=np.array([0, 1]))],
+            r"x holds 3 samples but y 2 labels",
+        ),
+        (
+            lambda r, t: ["--data", _write(t, "nox.npz", images=np.zeros((3, 1, 28, 28)), y=np.zeros(3))],
+            r"must hold arrays 'x' \(N, C, H, W\) and 'y' \(N,\), found: images, y",
+        ),
+        (lambda r, t: ["--data", str(t / "typo")], "data '.*typo' is neither a dataset name"),
+    ],
+)
 def test_bad_input_is_one_line_before_any_attack(user_files, tmp_path, capsys, change, message):
     root, _ = user_files
     argv = _cli(root)
@@ -163,7 +229,10 @@ def test_the_python_call_refuses_bad_input_in_one_line(user_files):
     cases = [
         (dict(model=lambda x: x, data=(data["x"], data["y"])), "model must be a torch.nn.Module"),
         (dict(model=tiny_net(), data=(data["x"], data["y"][:2])), "x holds 6 samples but y 2 labels"),
-        (dict(model=tiny_net(), data=(data["x"].astype(np.float32), data["y"])), r"inputs in \[0, 255\], expected inside \[0, 1\]"),
+        (
+            dict(model=tiny_net(), data=(data["x"].astype(np.float32), data["y"])),
+            r"inputs in \[0, 255\], expected inside \[0, 1\]",
+        ),
         (dict(model=tiny_net(), data="no-such-data"), "neither a dataset name"),
         (dict(model=tiny_net(), data=(data["x"], data["y"]), lam=None), "without a preset, pass lam"),
         (dict(model=tiny_net(), data=(data["x"], data["y"]), eps=None), r"pass --eps \(the attack radius; without a preset"),

@@ -6,31 +6,37 @@ per-sample worst case, the gradient-masking checks and, with ``out``, the same f
 line. AutoAttack's ``run_standard_evaluation(x, y)`` and RobustBench's ``benchmark(model)`` take a model and
 tensors the same way; this adds the defense, the adaptive attacks through it and the per-sample worst case.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .config import Preset, from_preset, generic_preset
+from .evaluation.records import EvalResult
 from .identity import architecture
-from .records import EvalResult
-from .runtime import Runtime, silent
+from .runtime import Runtime, resolve_device, silent
 
 #: What ``**overrides`` of :func:`evaluate` may hold.
 OVERRIDES = {
     "attacks": "the columns to run, in order (names of the suite's columns, a list or a comma-separated string)",
     "set": "KEY=VALUE changes as the command line's --set takes them (a list, or a dict {'PGD.restarts': 5})",
-    "batch_size": "samples per batch", "cascade": "AutoAttack's protocol (each attack only on what earlier ones left)",
+    "batch_size": "samples per batch",
+    "cascade": "AutoAttack's protocol (each attack only on what earlier ones left)",
     "protocol": "'strict' (ours) or 'paper' (the official code's columns; needs a preset)",
     "checks": "gradient-masking checks on the first N samples (default 50; 0 skips them)",
-    "defended": "False: the base model only", "resume": "False: start over instead of resuming out/records.jsonl",
-    "data_dir": "where a named dataset's files are", "image_size": "the side an image folder's images are resized to",
-    "split": "a named dataset's split (default 'test')", "memory_format": "'auto', 'channels_last' or 'contiguous'",
+    "defended": "False: the base model only",
+    "resume": "False: start over instead of resuming out/records.jsonl",
+    "data_dir": "where a named dataset's files are",
+    "image_size": "the side an image folder's images are resized to",
+    "split": "a named dataset's split (default 'test')",
+    "memory_format": "'auto', 'channels_last' or 'contiguous'",
     "verbose": "False: no log and no progress bar",
 }
 
@@ -50,7 +56,7 @@ class Evaluation:
         """Per row (``base``, ``defense``): clean accuracy and the per-sample worst case over each family of attacks
         (``static``, ``transfer``, ``adaptive``, ``black-box``, ``reference``; None where none ran) and over all of
         them (``worst case``), in Croce et al. (ICML 2022)'s layout."""
-        from .reporting import robustness_summary
+        from .evaluation.reporting import robustness_summary
 
         return robustness_summary(self.result)
 
@@ -66,7 +72,7 @@ class Evaluation:
 
     @property
     def checks(self) -> list[Any]:
-        """The gradient-masking checks (:class:`advpnml.masking.Check`: row, name, status pass/warn/info, detail)."""
+        """The gradient-masking checks (:class:`advpnml.evaluation.masking.Check`: row, name, status pass/warn/info, detail)."""
         return self.result.checks
 
     def robust(self, row: str = "defense") -> torch.Tensor:
@@ -75,7 +81,7 @@ class Evaluation:
 
     def markdown(self) -> str:
         """The Table-1 layout, the summary with the verdict, and the checks, as Markdown."""
-        from .reporting import markdown_table, summary_table
+        from .evaluation.reporting import markdown_table, summary_table
 
         lines = [markdown_table(self.result), "", summary_table(self.result)]
         if self.checks:
@@ -83,10 +89,21 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def evaluate(model: nn.Module, data: Any, *, eps: float | None = None, lam: float | None = None, suite: str = "strong",
-             preset: str | os.PathLike | None = None, n: int | None = None, out: str | os.PathLike | None = None,
-             device: str | torch.device = "auto", seed: int = 0, normalize: tuple[Sequence[float], Sequence[float]] | None = None,
-             **overrides: Any) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    eps: float | None = None,
+    lam: float | None = None,
+    suite: str = "strong",
+    preset: str | os.PathLike | None = None,
+    n: int | None = None,
+    out: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    **overrides: Any,
+) -> Evaluation:
     """Evaluate ``model`` and its Adversarial pNML defense (eqs. 9-12, lambda = ``lam``) under every attack of
     ``suite`` at radius ``eps``, per sample.
 
@@ -96,17 +113,21 @@ def evaluate(model: nn.Module, data: Any, *, eps: float | None = None, lam: floa
             normalized inputs.
         data: an ``(x, y)`` pair (tensors or arrays; uint8 pixels are scaled to [0, 1]), a torch ``Dataset``, a
             dataset name (``"cifar10"``; ``data_dir=`` where its files are), or a ``.npz``/``.pt`` file or image folder.
-        eps, lam: the attack radius and lambda. Without a ``preset`` both are needed and every budget follows from
-            ``eps`` (:data:`advpnml.config.GENERIC_STEPS`): PGD, the adaptive attacks (cross-entropy and margin on
-            log q) and the joint-hypotheses attack take 100 steps of 2.5 * eps / 100 from one random start, FGSM one
-            step of eps, HopSkipJump 26,000 queries; AutoAttack's attacks are parameter-free (APGD-CE and APGD-T 100
-            steps, 9 targets; Square 5,000 queries). With ``preset`` (``"cifar10"``) its suite and budgets apply, and
-            ``eps``/``lam`` override its values when given.
-        suite: ``"paper"``, ``"strong"`` (+ APGD-CE, joint hypotheses, Square) or ``"autoattack"`` (+ the reference
-            AutoAttack, ``pip install 'advpnml[autoattack]'``).
-        n: evaluate the first ``n`` samples. out: a folder for ``records.jsonl`` (resumable, with the identity
-            hashes) and ``results.md/.csv/.json/.png``, as the command line writes them; None writes nothing.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``. seed: the attacks' seed (each batch's derives from it).
+        eps: the attack radius. Without a ``preset`` every budget follows from it
+            (:data:`advpnml.config.GENERIC_STEPS`): PGD, the adaptive attacks (cross-entropy, margin and second-order
+            margin on log q) and the joint-hypotheses attack take 100 steps of 2.5 * eps / 100 from one random start,
+            FGSM one step of eps, HopSkipJump 26,000 queries; AutoAttack's attacks are parameter-free (APGD-CE and
+            APGD-T 100 steps, 9 targets; Square 5,000 queries). With ``preset`` its value overrides the preset's.
+        lam: lambda, the refinement strength (eq. 9); needed without a preset (overrides the preset's with one).
+        suite: ``"paper"``, ``"strong"`` (+ APGD-CE, joint hypotheses, Square, the second-order attacks) or
+            ``"autoattack"`` (+ the reference AutoAttack, ``pip install 'advpnml[autoattack]'``).
+        preset: a preset name (``"cifar10"``) or ``.toml`` file whose suite and budgets apply instead of the rule.
+        n: evaluate the first ``n`` samples.
+        out: a folder for ``records.jsonl`` (resumable, with the identity hashes) and ``results.md/.csv/.json/.png``,
+            as the command line writes them; None writes nothing.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        seed: the attacks' seed (each batch's derives from it).
+        normalize: ``(mean, std)`` per channel, for a model that expects normalized inputs.
         overrides: see :data:`OVERRIDES` (``attacks=["APGD-T", "APGD-T adaptive"]``, ``set={"PGD.restarts": 5}``,
             ``checks=0``, ``verbose=False``, ...).
 
@@ -131,14 +152,32 @@ def evaluate(model: nn.Module, data: Any, *, eps: float | None = None, lam: floa
     dataset = as_dataset(data, n, overrides.get("data_dir"), overrides.get("image_size"), overrides.get("split", "test"))
     attacks = overrides.get("attacks")
     only = [a.strip() for a in attacks.split(",")] if isinstance(attacks, str) else list(attacks) if attacks else None
-    run = make_run(chosen, model, dataset, model_name=architecture(model), split=overrides.get("split", "test"),
-                   eps=eps, refine_eps=lam, defended=overrides.get("defended", True), only=only, suite=suite,
-                   protocol=overrides.get("protocol", "strict"), batch_size=overrides.get("batch_size"), seed=seed,
-                   cascade=bool(overrides.get("cascade", False)))
+    run = make_run(
+        chosen,
+        model,
+        dataset,
+        model_name=architecture(model),
+        split=overrides.get("split", "test"),
+        eps=eps,
+        refine_eps=lam,
+        defended=overrides.get("defended", True),
+        only=only,
+        suite=suite,
+        protocol=overrides.get("protocol", "strict"),
+        batch_size=overrides.get("batch_size"),
+        seed=seed,
+        cascade=bool(overrides.get("cascade", False)),
+    )
     verbose = bool(overrides.get("verbose", True))
-    runtime = Runtime(device, memory_format=overrides.get("memory_format", "auto"), log=print if verbose else silent,
-                      progress=verbose)
+    runtime = Runtime(
+        resolve_device(device),
+        memory_format=overrides.get("memory_format", "auto"),
+        log=print if verbose else silent,
+        progress=verbose,
+    )
     result = evaluate_and_report(run, out, runtime, resume=overrides.get("resume", True), checks=overrides.get("checks", 50))
+    if result is None:  # only under torchrun, on a rank other than 0
+        raise RuntimeError("advpnml.evaluate runs in one process; under torchrun use the advpnml command")
     return Evaluation(result, Path(out) if out is not None else None)
 
 
@@ -146,8 +185,10 @@ def _preset(preset: str | os.PathLike | None, eps: float | None, lam: float | No
     if preset is not None:
         return from_preset(preset, sets)
     if lam is None and defended:
-        raise ValueError("without a preset, pass lam (the refinement strength lambda of eq. 9), e.g. lam=eps/3 as the paper "
-                         "does on CIFAR-10 (0.03 at eps 8/255), or defended=False for the base model only")
+        raise ValueError(
+            "without a preset, pass lam (the refinement strength lambda of eq. 9), e.g. lam=eps/3 as the paper "
+            "does on CIFAR-10 (0.03 at eps 8/255), or defended=False for the base model only"
+        )
     return generic_preset(eps, lam, sets)
 
 

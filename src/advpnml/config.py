@@ -3,21 +3,23 @@ overrides, and the typed settings every job reads (:class:`AttackSpec`, :class:`
 :class:`EvalSettings`). Nothing here imports from the rest of the package; :func:`from_preset` is the one
 way in: every command, the demo and the experiments read a preset through the :class:`Preset` it returns.
 """
+
 from __future__ import annotations
 
-import reprlib
 import copy
 import hashlib
 import json
 import os
+import reprlib
+import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # Python 3.10
     import tomli as tomllib
 
 
@@ -80,7 +82,7 @@ class EvalSettings:
 
     ``refine_eps`` None: the base model only. ``cascade``: AutoAttack's protocol. Each attack runs, per
     model row, only on the samples that the natural prediction and every earlier column left correct; a
-    skipped sample's prediction is recorded as ``SKIPPED`` (:mod:`advpnml.records`). The per-sample worst
+    skipped sample's prediction is recorded as ``SKIPPED`` (:mod:`advpnml.evaluation.records`). The per-sample worst
     case is the same quantity as without it, at a fraction of the cost (strong attacks first, expensive
     ones on the few survivors); a column's accuracy then reads "robust after this attack and all before
     it". Reference attacks (:data:`advpnml.attacks.REFERENCE_ATTACKS`) always see every sample, so ours
@@ -116,6 +118,7 @@ class EvalSettings:
         return DefenseSpec(self.refine_eps, self.refine_steps, self.top_k, self.bpda)
 
     def digest(self) -> str:
+        """sha256 of the settings (16 hex digits): a records file resumes only under the same digest."""
         values = asdict(self)
         # Runs written before these options existed keep their digest at the defaults, so they resume.
         for key, default in _LATER_DEFAULTS.items():
@@ -252,16 +255,39 @@ def load_config(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -
     return config
 
 
-_NUMBER, _COUNT, _TEXT, _FLAG, _LIST, _TABLE = "a number", "a positive whole number", "a string", "true or false", "a list", "a table"
+_NUMBER, _COUNT, _TEXT, _FLAG, _LIST, _TABLE = (
+    "a number",
+    "a positive whole number",
+    "a string",
+    "true or false",
+    "a list",
+    "a table",
+)
 
 #: What each section may hold and of which type; ``[model]`` (architecture keyword arguments) and ``[training]``
-#: (checked by :class:`advpnml.training.TrainConfig`) are checked where they are used.
+#: (checked by :class:`advpnml.training.trainer.TrainConfig`) are checked where they are used.
 _SCHEMA: dict[str, dict[str, str]] = {
-    "": {"dataset": _TEXT, "model": _TABLE, "defense": _TABLE, "training": _TABLE, "evaluation": _TABLE,
-         "protocols": _TABLE, "paper": _TABLE, "sweeps": _TABLE},
+    "": {
+        "dataset": _TEXT,
+        "model": _TABLE,
+        "defense": _TABLE,
+        "training": _TABLE,
+        "evaluation": _TABLE,
+        "protocols": _TABLE,
+        "paper": _TABLE,
+        "sweeps": _TABLE,
+    },
     "defense": {"refine_eps": _NUMBER, "refine_steps": _COUNT, "top_k": _COUNT},
     "evaluation": {"eps": _NUMBER, "batch_size": _COUNT, "n": _COUNT, "attacks": _LIST, "strong": _LIST, "autoattack": _LIST},
-    "attack": {"column": _TEXT, "attack": _TEXT, "params": _TABLE, "base": _FLAG, "defense": _TEXT, "note": _TEXT, "table1": _TEXT},
+    "attack": {
+        "column": _TEXT,
+        "attack": _TEXT,
+        "params": _TABLE,
+        "base": _FLAG,
+        "defense": _TEXT,
+        "note": _TEXT,
+        "table1": _TEXT,
+    },
     "protocol": {"bpda": _TEXT, "bpda_note": _TEXT, "attacks": _LIST},
     "paper": {"dataset": _TEXT, "base": _TABLE, "defense": _TABLE},
     "sweeps": {"eps": _LIST, "lam": _LIST, "steps": _LIST, "k": _LIST, "hsja_eps": _LIST},
@@ -362,8 +388,13 @@ SUITES = ("paper", "strong", "autoattack")
 #: The reference AutoAttack column every preset with a strong suite gets (``--suite autoattack``): the
 #: authors' code at its fixed "standard" budgets, on the base model and through the defense. A preset
 #: may declare its own ``[[evaluation.autoattack]]`` instead; ``--set AutoAttack.version=plus`` changes it.
-REFERENCE_AUTOATTACK = {"column": "AutoAttack", "attack": "autoattack", "params": {"version": "standard"}, "base": True,
-                        "defense": "direct"}
+REFERENCE_AUTOATTACK = {
+    "column": "AutoAttack",
+    "attack": "autoattack",
+    "params": {"version": "standard"},
+    "base": True,
+    "defense": "direct",
+}
 
 
 #: How the paper's columns are run. ``strict`` (ours, the default): the attacks as the preset's
@@ -381,8 +412,9 @@ def protocol_section(config: dict[str, Any], protocol: str) -> dict[str, Any]:
         return {}
     section = config.get("protocols", {}).get(protocol)
     if not section or not section.get("attacks"):
-        raise ValueError(f"protocol {protocol!r} needs the config's [[protocols.{protocol}.attacks]]; "
-                         "the mnist and cifar10 presets define it")
+        raise ValueError(
+            f"protocol {protocol!r} needs the config's [[protocols.{protocol}.attacks]]; the mnist and cifar10 presets define it"
+        )
     return section
 
 
@@ -400,14 +432,17 @@ def suite_entries(config: dict[str, Any], suite: str = "paper", protocol: str = 
         raise ValueError(f"unknown suite {suite!r}; expected one of: {', '.join(SUITES)}")
     evaluation = config.get("evaluation", {})
     if suite != "paper" and not evaluation.get("strong"):
-        raise ValueError(f"suite {suite!r} needs the config's [[evaluation.strong]] attacks; the built-in image presets define them")
+        raise ValueError(
+            f"suite {suite!r} needs the config's [[evaluation.strong]] attacks; the built-in image presets define them"
+        )
     paper_columns = protocol_section(config, protocol).get("attacks") or evaluation.get("attacks", [])
     tables = {"paper": (), "strong": ("strong",), "autoattack": ("strong", "autoattack")}[suite]
     return list(paper_columns) + [entry for table in tables for entry in evaluation.get(table, [])]
 
 
-def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: str = "paper",
-                 protocol: str = "strict") -> list[AttackSpec]:
+def attack_specs(
+    config: dict[str, Any], only: list[str] | None = None, suite: str = "paper", protocol: str = "strict"
+) -> list[AttackSpec]:
     """The evaluation's attack columns, optionally only the named ones (case-insensitive, in the order named).
 
     ``suite="paper"``: the preset's ``[[evaluation.attacks]]`` (the paper's columns, the margin adaptive
@@ -419,14 +454,22 @@ def attack_specs(config: dict[str, Any], only: list[str] | None = None, suite: s
     specs = []
     for entry in suite_entries(config, suite, protocol):
         defense = entry.get("defense", "direct")
-        specs.append(AttackSpec(entry["column"], entry["attack"], dict(entry.get("params", {})), bool(entry.get("base", True)),
-                                None if defense in (None, "none", False) else defense))
+        specs.append(
+            AttackSpec(
+                entry["column"],
+                entry["attack"],
+                dict(entry.get("params", {})),
+                bool(entry.get("base", True)),
+                None if defense in (None, "none", False) else defense,
+            )
+        )
     if only:
         by_name = {s.column.lower(): s for s in specs}
         unknown = [name for name in only if name.strip().lower() not in by_name]
         if unknown:
-            raise ValueError(f"unknown attack column(s) {unknown}; suite {suite!r} of this config has: "
-                             f"{', '.join(s.column for s in specs)}")
+            raise ValueError(
+                f"unknown attack column(s) {unknown}; suite {suite!r} of this config has: {', '.join(s.column for s in specs)}"
+            )
         specs = list({name.strip().lower(): by_name[name.strip().lower()] for name in only}.values())
     return specs
 
@@ -448,14 +491,17 @@ class Preset:
 
     @property
     def dataset(self) -> str | None:
+        """The dataset the preset evaluates (None: the command line or the checkpoint names it)."""
         return self.data.get("dataset")
 
     @property
     def eps(self) -> float:
         """The evaluation's attack radius."""
         if "eps" not in self.data.get("evaluation", {}):
-            raise ValueError(f"config {self.name!r} has no [evaluation] eps; pass --eps (the attack radius"
-                             + ("; without a preset every budget follows from it)" if self.name == "generic" else ")"))
+            raise ValueError(
+                f"config {self.name!r} has no [evaluation] eps; pass --eps (the attack radius"
+                + ("; without a preset every budget follows from it)" if self.name == "generic" else ")")
+            )
         return float(self.data["evaluation"]["eps"])
 
     @property
@@ -465,17 +511,23 @@ class Preset:
 
     @property
     def batch_size(self) -> int:
+        """Samples per evaluation batch (default 100)."""
         return int(self.data.get("evaluation", {}).get("batch_size", 100))
 
-    def defense(self, refine_eps: float | None = None, protocol: str = "strict", refine_steps: int | None = None,
-                top_k: int | None = None) -> DefenseSpec:
+    def defense(
+        self, refine_eps: float | None = None, protocol: str = "strict", refine_steps: int | None = None, top_k: int | None = None
+    ) -> DefenseSpec:
         """The ``[defense]`` table as a spec; a value given here (the command line's ``--lam`` for ``refine_eps``) wins."""
         table = self.data.get("defense", {})
         lam = table.get("refine_eps") if refine_eps is None else refine_eps
         if lam is None:
             raise ValueError(f"config {self.name!r} has no [defense] refine_eps; pass --lam")
-        return DefenseSpec(float(lam), int(refine_steps or table.get("refine_steps", 1)), top_k or table.get("top_k"),
-                           protocol_bpda(self.data, protocol))
+        return DefenseSpec(
+            float(lam),
+            int(refine_steps or table.get("refine_steps", 1)),
+            top_k or table.get("top_k"),
+            protocol_bpda(self.data, protocol),
+        )
 
     def attacks(self, only: list[str] | None = None, suite: str = "paper", protocol: str = "strict") -> list[AttackSpec]:
         """The attack columns of ``suite`` under ``protocol`` (see :func:`attack_specs`)."""
@@ -501,18 +553,40 @@ class Preset:
         """The ``[sweeps]`` default values of ``param`` (``hsja-eps`` is ``hsja_eps`` in TOML)."""
         return self.data.get("sweeps", {}).get(param.replace("-", "_"))
 
-    def eval_settings(self, dataset: str, split: str, n: int, *, eps: float | None = None,
-                      refine_eps: float | None = None, defended: bool = True, only: list[str] | None = None,
-                      suite: str = "paper", protocol: str = "strict", batch_size: int | None = None, seed: int = 0,
-                      model: str = "", cascade: bool = False) -> EvalSettings:
+    def eval_settings(
+        self,
+        dataset: str,
+        split: str,
+        n: int,
+        *,
+        eps: float | None = None,
+        refine_eps: float | None = None,
+        defended: bool = True,
+        only: list[str] | None = None,
+        suite: str = "paper",
+        protocol: str = "strict",
+        batch_size: int | None = None,
+        seed: int = 0,
+        model: str = "",
+        cascade: bool = False,
+    ) -> EvalSettings:
         """The settings of one evaluation run: the preset's values unless the caller gives its own."""
         # A base-only run keeps the preset's refine_steps and top_k too: they are part of its digest.
         defense = self.defense(refine_eps if defended else 0.0, protocol)
         return EvalSettings(
-            dataset=dataset, split=split, n=n, eps=self.eps if eps is None else eps,
-            refine_eps=defense.refine_eps if defended else None, attacks=self.attacks(only, suite, protocol),
-            refine_steps=defense.refine_steps, top_k=defense.top_k, batch_size=batch_size or self.batch_size, seed=seed,
-            model=model, cascade=cascade, bpda=defense.bpda,
+            dataset=dataset,
+            split=split,
+            n=n,
+            eps=self.eps if eps is None else eps,
+            refine_eps=defense.refine_eps if defended else None,
+            attacks=self.attacks(only, suite, protocol),
+            refine_steps=defense.refine_steps,
+            top_k=defense.top_k,
+            batch_size=batch_size or self.batch_size,
+            seed=seed,
+            model=model,
+            cascade=cascade,
+            bpda=defense.bpda,
         )
 
 
@@ -540,7 +614,9 @@ def generic_preset(eps: float | None, lam: float | None = None, overrides: list[
         raise ValueError(f"eps (--eps) must be a finite number > 0, got {eps!r}")
     data["evaluation"]["eps"] = float(eps)
     for column in _GENERIC_PGD_COLUMNS:
-        values = {"steps": GENERIC_STEPS, "step_size": 2.5 * eps / GENERIC_STEPS} | ({"restarts": 1} if column != "Joint hypotheses" else {})
+        values = {"steps": GENERIC_STEPS, "step_size": 2.5 * eps / GENERIC_STEPS} | (
+            {"restarts": 1} if column != "Joint hypotheses" else {}
+        )
         for key, value in values.items():
             _set_column(data, "the generic rule", column, key, value, "evaluation")
     _set_column(data, "the generic rule", "HSJA", "max_queries", GENERIC_HSJA_QUERIES, "evaluation")

@@ -5,12 +5,14 @@
 returns a :class:`DistContext`. Without torchrun it returns the single-process context, so
 library code calls the same methods either way and never branches on "am I distributed".
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -32,10 +34,12 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
+        """True inside a torchrun job of more than one process."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0 (and in a single process): the rank that writes files and logs."""
         return self.rank == 0
 
     def shard(self, items: Sequence[T]) -> list[T]:
@@ -43,6 +47,7 @@ class DistContext:
         return list(items[self.rank :: self.world_size])
 
     def barrier(self) -> None:
+        """Wait for every rank (a no-op in a single process)."""
         if self.enabled:
             dist.barrier()
 
@@ -66,6 +71,7 @@ class DistContext:
 
 
 def launched_by_torchrun() -> bool:
+    """True when torchrun started this process (its environment variables are set)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
@@ -86,5 +92,6 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
 
 
 def shutdown_distributed() -> None:
+    """Leave the torchrun job, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

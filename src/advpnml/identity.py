@@ -6,6 +6,7 @@ other data (``--samples``), or another version is refused naming what changed, i
 samples into one table. Tensors are hashed in their logical element order, so a model stored channels-last
 hashes as it does contiguous: the layout is how a model is run, not what it computes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
+
+from .data.dataset import LabeledDataset
 
 
-def _update(digest: "hashlib._Hash", tensor: torch.Tensor) -> None:
+def _update(digest: hashlib._Hash, tensor: torch.Tensor) -> None:
     tensor = tensor.detach()
     digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     if tensor.numel():
@@ -37,7 +39,7 @@ def model_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _forward_source(cls: type) -> str:
+def _forward_source(cls: type[nn.Module]) -> str:
     """The source of a module class's ``forward`` (torch's own modules: their name; torch's version covers them)."""
     if cls.__module__.startswith("torch."):
         return ""
@@ -73,7 +75,7 @@ def architecture(model: nn.Module) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
-def data_digest(dataset: Dataset) -> str:
+def data_digest(dataset: LabeledDataset) -> str:
     """sha256 of the samples: the tensors of an in-memory dataset, else every sample in order."""
     digest = hashlib.sha256()
     if hasattr(dataset, "x") and hasattr(dataset, "y"):
@@ -87,19 +89,31 @@ def data_digest(dataset: Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_identity(model: nn.Module, dataset: Dataset, precision: str = "fp32") -> dict[str, str]:
+def run_identity(model: nn.Module, dataset: LabeledDataset, precision: str = "fp32") -> dict[str, str]:
     """The content a run depends on, as stored in its records header (``precision`` only when not fp32, so the
     headers of every fp32 run, older ones included, stay as they were)."""
-    from . import __version__
+    from .version import __version__
 
-    return {"model_sha256": model_digest(model), "computation_sha256": computation_digest(model),
-            "architecture": architecture(model), "data_sha256": data_digest(dataset), "advpnml": __version__,
-            "torch": torch.__version__, **({"precision": precision} if precision != "fp32" else {})}
+    return {
+        "model_sha256": model_digest(model),
+        "computation_sha256": computation_digest(model),
+        "architecture": architecture(model),
+        "data_sha256": data_digest(dataset),
+        "advpnml": __version__,
+        "torch": torch.__version__,
+        **({"precision": precision} if precision != "fp32" else {}),
+    }
 
 
-_WHAT = {"model_sha256": "the model's weights", "data_sha256": "the data", "advpnml": "the advpnml version",
-         "torch": "the torch version", "precision": "the precision", "architecture": "the architecture",
-         "computation_sha256": "the model as it computes (its layers, normalization, buffers or forward code)"}
+_WHAT = {
+    "model_sha256": "the model's weights",
+    "data_sha256": "the data",
+    "advpnml": "the advpnml version",
+    "torch": "the torch version",
+    "precision": "the precision",
+    "architecture": "the architecture",
+    "computation_sha256": "the model as it computes (its layers, normalization, buffers or forward code)",
+}
 #: what a header without the key means
 _DEFAULTS = {"precision": "fp32"}
 

@@ -4,40 +4,55 @@ The command line, ``advpnml demo`` and the toy experiment call these; none of th
 evaluate -> gradient-masking checks -> report sequence, so every table the project prints carries the
 same checks. The walk from ``--lam`` to the refinement: :mod:`advpnml.cli` (the flag) -> :func:`load_run`
 (into :class:`~advpnml.config.EvalSettings` through :meth:`Preset.eval_settings
-<advpnml.config.Preset.eval_settings>`) -> :mod:`advpnml.evaluation` ->
+<advpnml.config.Preset.eval_settings>`) -> :mod:`advpnml.evaluation.engine` ->
 :meth:`AdversarialPnml.from_spec <advpnml.defense.AdversarialPnml.from_spec>`.
 """
+
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from .accel.precision import with_precision
 from .config import PROTOCOLS, DefenseSpec, EvalSettings, Preset, from_preset, generic_preset
-from .data import DATASETS, load_dataset
+from .data import DATASETS, LabeledDataset, load_dataset
 from .data.user import as_dataset
 from .defense import AdversarialPnml
-from .evaluation import build_attack, evaluate
+from .evaluation.engine import build_attack, evaluate
+from .evaluation.protocols import write_comparison
+from .evaluation.records import EvalResult
+from .evaluation.reporting import markdown_table, summary_table, write_report
 from .lock import hold
+from .models import (
+    CheckpointError,
+    Normalized,
+    build_user_model,
+    default_checkpoint,
+    load_checkpoint,
+    load_external,
+    load_state,
+    use_memory_format,
+)
 from .modes import frozen_parameters
-from .models import (CheckpointError, Normalized, build_user_model, default_checkpoint, load_checkpoint, load_external, load_state,
-                     use_memory_format)
-from .precision import with_precision
-from .protocols import write_comparison
-from .records import EvalResult
-from .reporting import markdown_table, summary_table, write_report
 from .runtime import Runtime
 
 
-def load_model(checkpoint: str | None, source: str | None = None, model_spec: str | None = None,
-               normalize: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    checkpoint: str | None,
+    source: str | None = None,
+    model_spec: str | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
     """The model to evaluate and its metadata: an advpnml checkpoint; an external file read as ``source``; or (with
     ``model_spec``, ``FILE.py:NAME``) the user's own class built by calling NAME, ``checkpoint`` then a plain state
     dict. ``normalize=(mean, std)`` wraps a model that expects normalized inputs.
@@ -54,8 +69,10 @@ def load_model(checkpoint: str | None, source: str | None = None, model_spec: st
         checkpoint = checkpoint or str(default_checkpoint(source))
         model, meta = load_external(checkpoint, source), {"arch": source, "source": checkpoint}
     elif checkpoint is None:
-        raise CheckpointError("--checkpoint is required (or --model FILE.py:NAME for your own class, or --source "
-                              "autoattack_resnet18, whose package ships its file)")
+        raise CheckpointError(
+            "--checkpoint is required (or --model FILE.py:NAME for your own class, or --source "
+            "autoattack_resnet18, whose package ships its file)"
+        )
     else:
         model, meta = load_checkpoint(checkpoint)
     if normalize is not None:
@@ -63,8 +80,9 @@ def load_model(checkpoint: str | None, source: str | None = None, model_spec: st
     return model, meta
 
 
-def choose_preset(config: str | None, data: str | None, eps: float | None = None, lam: float | None = None,
-                  overrides: list[str] | None = None) -> Preset:
+def choose_preset(
+    config: str | None, data: str | None, eps: float | None = None, lam: float | None = None, overrides: list[str] | None = None
+) -> Preset:
     """The preset of a command: ``config`` when given; else a named dataset's own preset (``mnist5k`` when none is
     named); else, for data of the user's own (a file or folder), the generic suite with budgets from ``eps``
     (:func:`advpnml.config.generic_preset`)."""
@@ -75,8 +93,14 @@ def choose_preset(config: str | None, data: str | None, eps: float | None = None
     return from_preset(data or "mnist5k", overrides)
 
 
-def load_data(name: str, split: str = "test", data_dir: str | None = None, download: bool = False, n: int | None = None,
-              image_size: int | None = None) -> Dataset:
+def load_data(
+    name: str,
+    split: str = "test",
+    data_dir: str | None = None,
+    download: bool = False,
+    n: int | None = None,
+    image_size: int | None = None,
+) -> LabeledDataset:
     """A named dataset (:data:`advpnml.data.DATASETS`) or the user's own file or image folder."""
     if name in DATASETS:
         return load_dataset(name, split, data_dir, download, n)
@@ -89,14 +113,25 @@ class Run:
 
     preset: Preset
     model: nn.Module
-    dataset: Dataset
+    dataset: LabeledDataset
     settings: EvalSettings
 
 
-def load_run(preset: Preset, checkpoint: str | None, source: str | None = None, *, model_spec: str | None = None,
-             normalize: tuple[Sequence[float], Sequence[float]] | None = None, dataset: str | None = None,
-             split: str = "test", data_dir: str | None = None, download: bool = False, n: int | None = None,
-             image_size: int | None = None, **settings: Any) -> Run:
+def load_run(
+    preset: Preset,
+    checkpoint: str | None,
+    source: str | None = None,
+    *,
+    model_spec: str | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    dataset: str | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    download: bool = False,
+    n: int | None = None,
+    image_size: int | None = None,
+    **settings: Any,
+) -> Run:
     """Model, data and settings of one evaluation: the preset's values unless given here.
 
     The model as :func:`load_model` reads it; ``dataset`` a name or the user's own file or folder. ``settings``:
@@ -114,8 +149,16 @@ def load_run(preset: Preset, checkpoint: str | None, source: str | None = None, 
     return make_run(preset, model, data, meta=meta, model_name=label, split=split, **settings)
 
 
-def make_run(preset: Preset, model: nn.Module, dataset: Dataset, *, meta: dict[str, Any] | None = None, model_name: str = "",
-             split: str = "test", **settings: Any) -> Run:
+def make_run(
+    preset: Preset,
+    model: nn.Module,
+    dataset: LabeledDataset,
+    *,
+    meta: dict[str, Any] | None = None,
+    model_name: str = "",
+    split: str = "test",
+    **settings: Any,
+) -> Run:
     """The run of ``model`` on ``dataset`` (any dataset with an ``.info``, the user's own included) under ``preset``:
     the model checked against the data (one forward and backward, :func:`_check_fits`) and every attack built, so
     a bad model, label or parameter fails in one line before any attack runs. ``settings`` as :func:`load_run`."""
@@ -123,42 +166,58 @@ def make_run(preset: Preset, model: nn.Module, dataset: Dataset, *, meta: dict[s
         raise ValueError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
     name = dataset.info.name
     preset.eval_settings(name, split, 1, **settings)
-    _check_fits(model, meta or {}, dataset)
+    classes = _check_fits(model, meta or {}, dataset)
     run_settings = preset.eval_settings(name, split, len(dataset), model=model_name, **settings)
     for spec in run_settings.attacks:
         attack = build_attack(spec, run_settings.eps, dataset.info.bounds, run_settings.seed)
+        if getattr(attack, "name", "") == "apgd-t" and classes < 4:
+            raise ValueError(
+                f"column {spec.column!r} (APGD-T's targeted DLR loss) needs at least 4 classes, the model has "
+                f"{classes}; leave it out with attacks=[...] (--attacks)"
+            )
         if getattr(attack, "name", "") == "square" and len(dataset.info.input_shape) != 3:
-            raise ValueError(f"column {spec.column!r} (Square) needs image inputs (C, H, W), the data's are "
-                             f"{dataset.info.input_shape}; leave it out with attacks=[...] (--attacks)")
+            raise ValueError(
+                f"column {spec.column!r} (Square) needs image inputs (C, H, W), the data's are "
+                f"{dataset.info.input_shape}; leave it out with attacks=[...] (--attacks)"
+            )
     return Run(preset, model, dataset, run_settings)
 
 
-def _check_fits(model: nn.Module, meta: dict[str, Any], data: Dataset) -> None:
+def _check_fits(model: nn.Module, meta: dict[str, Any], data: LabeledDataset) -> int:
     """One forward and backward of one sample: a model that cannot take this dataset's inputs, does not return one
     row of logits per input with a logit per class, or whose logits do not depend on its input is a one-line error,
-    before any attack."""
+    before any attack. Returns the model's number of classes (the dataset's when it is empty)."""
     if not len(data):
-        return
+        return data.info.num_classes
     x = data[0][0].unsqueeze(0).clone().requires_grad_(True)
     try:
         with torch.enable_grad(), frozen_parameters(model):
             logits = model.eval()(x)
     except RuntimeError as err:
         trained = f" (its checkpoint names dataset {meta['dataset']!r})" if meta.get("dataset") else ""
-        raise ValueError(f"the model does not take {data.info.name} inputs of shape {tuple(data[0][0].shape)}{trained}: "
-                         f"{str(err).splitlines()[0][:120]}") from None
+        raise ValueError(
+            f"the model does not take {data.info.name} inputs of shape {tuple(data[0][0].shape)}{trained}: "
+            f"{str(err).splitlines()[0][:120]}"
+        ) from None
     shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2 or logits.shape[0] != 1:
         raise ValueError(f"the model must return floating logits of shape (N, classes); for one input it returned {shape}")
     if logits.shape[1] < data.info.num_classes:
-        raise ValueError(f"the model returns {logits.shape[1]} logits per input but {data.info.name} has "
-                         f"{data.info.num_classes} classes (labels up to {data.info.num_classes - 1})")
+        raise ValueError(
+            f"the model returns {logits.shape[1]} logits per input but {data.info.name} has "
+            f"{data.info.num_classes} classes (labels up to {data.info.num_classes - 1})"
+        )
     if not logits.requires_grad:
-        raise ValueError("the model's logits do not depend on its input (no gradient reaches it): gradient attacks and the "
-                         "defense's refinement need that gradient")
+        raise ValueError(
+            "the model's logits do not depend on its input (no gradient reaches it): gradient attacks and the "
+            "defense's refinement need that gradient"
+        )
+    return int(logits.shape[1])
 
 
-def evaluate_and_report(run: Run, out: str | Path | None, runtime: Runtime, resume: bool = True, checks: int = 50) -> EvalResult | None:
+def evaluate_and_report(
+    run: Run, out: str | os.PathLike | None, runtime: Runtime, resume: bool = True, checks: int = 50
+) -> EvalResult | None:
     """Evaluate ``run`` (resumable in ``out``), run the gradient-masking checks on its first ``checks`` samples
     (kept in ``result.checks``), write ``results.md/.csv/.json/.png`` with the paper's numbers where they apply, and
     log the tables. ``out=None``: the same evaluation and checks, nothing written.
@@ -167,9 +226,11 @@ def evaluate_and_report(run: Run, out: str | Path | None, runtime: Runtime, resu
     runtime = runtime.for_rank()
     model, dataset, settings = run.model, run.dataset, run.settings
     out = Path(out) if out is not None else None
-    runtime.log(f"evaluating {settings.model} on {settings.dataset} {settings.split} ({len(dataset)} samples{runtime.processes}), "
-                f"eps={settings.eps:g}, lambda={settings.refine_eps}{', cascade' if settings.cascade else ''}"
-                + (f" -> {out}" if out is not None else ""))
+    runtime.log(
+        f"evaluating {settings.model} on {settings.dataset} {settings.split} ({len(dataset)} samples{runtime.processes}), "
+        f"eps={settings.eps:g}, lambda={settings.refine_eps}{', cascade' if settings.cascade else ''}"
+        + (f" -> {out}" if out is not None else "")
+    )
     for spec in settings.attacks:
         runtime.log(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
     with hold(out if runtime.is_main else None, runtime.log):  # held through the report too
@@ -180,14 +241,16 @@ def evaluate_and_report(run: Run, out: str | Path | None, runtime: Runtime, resu
 def _check_and_report(run: Run, result: EvalResult, out: Path | None, runtime: Runtime, checks: int) -> EvalResult:
     model, dataset, settings = run.model, run.dataset, run.settings
     if checks > 0:
-        from .masking import masking_checks
+        from .evaluation.masking import masking_checks
 
         head = [dataset[i] for i in range(min(checks, len(dataset)))]
         x = torch.stack([h[0] for h in head]).to(runtime.device)
         y = torch.as_tensor([int(h[1]) for h in head]).to(runtime.device)
         runtime.log(f"\ngradient-masking checks on {len(y)} samples:")
         checked = with_precision(model.to(runtime.device), runtime.precision)  # the classifier as evaluate ran it
-        result.checks = masking_checks(checked, x, y, settings.eps, settings.defense, result, dataset.info.bounds, log=runtime.log)
+        result.checks = masking_checks(
+            checked, x, y, settings.eps, settings.defense, result, dataset.info.bounds, log=runtime.log
+        )
     paper = run.preset.paper_numbers(settings.dataset, settings.eps)
     wrote = ""
     if out is not None:
@@ -197,8 +260,9 @@ def _check_and_report(run: Run, result: EvalResult, out: Path | None, runtime: R
     return result
 
 
-def evaluate_protocols(load: Callable[[str], Run], out: str | Path, runtime: Runtime, resume: bool = True,
-                       checks: int = 50) -> Path | None:
+def evaluate_protocols(
+    load: Callable[[str], Run], out: str | Path, runtime: Runtime, resume: bool = True, checks: int = 50
+) -> Path | None:
     """The same model under every protocol (:data:`advpnml.config.PROTOCOLS`), each in ``out/<protocol>``, and
     ``out/protocols.md``: Table 1's cells side by side with what moves each. ``load(protocol)`` sets a run up;
     all are set up before any runs, so a bad argument fails in seconds."""
@@ -211,13 +275,19 @@ def evaluate_protocols(load: Callable[[str], Run], out: str | Path, runtime: Run
         results[protocol] = evaluate_and_report(run, Path(out) / protocol, runtime, resume, checks)
     if not runtime.is_main:
         return None
-    path = write_comparison(results, runs["strict"].preset.data, Path(out))
+    path = write_comparison({p: r for p, r in results.items() if r is not None}, runs["strict"].preset.data, Path(out))
     runtime.log("\n" + path.read_text() + f"\nwrote {path}")
     return path
 
 
-def predict(model: nn.Module, dataset: Dataset, defense: DefenseSpec, runtime: Runtime, batch_size: int = 100,
-            meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def predict(
+    model: nn.Module,
+    dataset: LabeledDataset,
+    defense: DefenseSpec,
+    runtime: Runtime,
+    batch_size: int = 100,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Clean accuracy of the model and of its defense on ``dataset``, with a progress bar; returns counts and time.
     A model that does not take the data is one line first (:func:`_check_fits`)."""
     from tqdm.auto import tqdm
@@ -228,7 +298,7 @@ def predict(model: nn.Module, dataset: Dataset, defense: DefenseSpec, runtime: R
     defended = AdversarialPnml.from_spec(model, defense, dataset.info.bounds).eval()
     correct, seen, start = {"base": 0, "defense": 0}, 0, time.perf_counter()
     with tqdm(total=len(dataset), desc="predict", unit="img", disable=not runtime.progress) as bar:
-        for x, y in DataLoader(dataset, batch_size=batch_size):
+        for x, y in DataLoader(cast(Dataset, dataset), batch_size=batch_size):
             x, y = x.to(runtime.device), y.to(runtime.device)
             with torch.no_grad():
                 correct["base"] += int((model(x).argmax(1) == y).sum())
@@ -236,21 +306,30 @@ def predict(model: nn.Module, dataset: Dataset, defense: DefenseSpec, runtime: R
             seen += len(y)
             bar.update(len(y))
             bar.set_postfix(base=f"{correct['base'] / seen:.3f}", defense=f"{correct['defense'] / seen:.3f}")
-    return {"samples": seen, "base": correct["base"] / seen, "defense": correct["defense"] / seen,
-            "seconds": time.perf_counter() - start}
+    return {
+        "samples": seen,
+        "base": correct["base"] / seen,
+        "defense": correct["defense"] / seen,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def describe(data_dir: str | None = None) -> str:
     """What this installation has: versions, device, architectures, sources, presets and which datasets are found."""
-    from . import __version__
+    from .config import list_configs
     from .data import DATASETS, DataFileError
     from .models import EXTERNAL_SOURCES, list_models
-    from .config import list_configs
+    from .version import __version__
 
     device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
-    lines = [f"advpnml {__version__}  torch {torch.__version__}  python {sys.version.split()[0]}",
-             f"device: {device}, {torch.get_num_threads()} CPU threads", f"architectures: {', '.join(list_models())}",
-             f"external checkpoint sources: {', '.join(EXTERNAL_SOURCES)}", f"configs: {', '.join(list_configs())}", "datasets:"]
+    lines = [
+        f"advpnml {__version__}  torch {torch.__version__}  python {sys.version.split()[0]}",
+        f"device: {device}, {torch.get_num_threads()} CPU threads",
+        f"architectures: {', '.join(list_models())}",
+        f"external checkpoint sources: {', '.join(EXTERNAL_SOURCES)}",
+        f"configs: {', '.join(list_configs())}",
+        "datasets:",
+    ]
     for name in DATASETS:
         try:
             status = f"found ({len(load_dataset(name, 'val' if name == 'imagenet' else 'test', data_dir=data_dir))} test samples)"
@@ -258,22 +337,3 @@ def describe(data_dir: str | None = None) -> str:
             status = f"not available: {str(err).splitlines()[0]}".replace("pass --download", "evaluate/train --download")
         lines.append(f"  {name:<9} {status}")
     return "\n".join(lines)
-
-
-def detect(run: Run, out: str | Path | None, runtime: Runtime, steps: int = 40, beta: float = 1.0, batch_size: int = 100) -> Path:
-    """The pNML regret as a detector of ``run``'s model's adversarial inputs (:func:`advpnml.detection.run_detection`),
-    written to ``out`` (default ``runs/detect-<dataset>``)."""
-    from .detection import run_detection
-
-    settings, dataset = run.settings, run.dataset
-    out = Path(out or f"runs/detect-{settings.dataset}")
-    x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(runtime.device)
-    y = torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))]).to(runtime.device)
-    runtime.log(f"regret detector on {settings.dataset} ({len(y)} samples), lambda {settings.refine_eps}, eps {settings.eps}, "
-                f"attacks of {steps} steps -> {out}")
-    model = run.model.to(runtime.device).eval()
-    use_memory_format(model, runtime.device, runtime.memory_format, example=x)
-    run_detection(model, x, y, settings.defense, settings.eps, out, steps=steps, beta=beta, bounds=dataset.info.bounds,
-                  batch_size=batch_size, log=runtime.log)
-    runtime.log((out / "detect.md").read_text() + f"wrote {out / 'detect.md'}, {out / 'detect.json'}, {out / 'detect_roc.png'} (and .pdf)")
-    return out / "detect.md"

@@ -10,16 +10,18 @@ records the holder's start time, so a reused pid is told apart; a lock without o
 that is not Python is another program's). A takeover happens under a second file held exclusively, and only if
 the lock still holds what was judged dead, so two jobs taking over at the same instant cannot both hold it.
 """
+
 from __future__ import annotations
 
-import reprlib
 import json
 import os
+import reprlib
 import socket
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 LOCK_NAME = ".advpnml.lock"
 #: a takeover guard older than this was left by a process that died in the middle of a takeover
@@ -41,7 +43,7 @@ def process_start(pid: int) -> str | None:
     except (OSError, ValueError, OverflowError):
         return None
     # the command name (field 2) may hold spaces and parentheses: count the fields after its closing ")"
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return f"{_boot_id()}:{fields[19]}" if len(fields) > 19 else None
 
 
@@ -97,7 +99,7 @@ class FolderLock:
         self.log = log
         self._mine = b""
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         key = str(self.path.resolve())
         if key in self._held:
             self._held[key] += 1
@@ -107,8 +109,17 @@ class FolderLock:
         except OSError as err:
             raise ValueError(f"cannot create {self.path.parent}: {err.strerror or err}") from None
         host = socket.gethostname()
-        self._mine = (json.dumps({"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                  "start": process_start(os.getpid())}) + "\n").encode()
+        self._mine = (
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": host,
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "start": process_start(os.getpid()),
+                }
+            )
+            + "\n"
+        ).encode()
         for _ in range(_ATTEMPTS):
             if self._create():
                 break
@@ -118,9 +129,11 @@ class FolderLock:
             holder = _parse(seen)
             alive, why = holder_is_alive(holder, host)
             if alive:
-                raise ValueError(f"{self.path.parent} is in use by pid {holder.get('pid')} on {holder.get('host')} since "
-                                 f"{holder.get('started')}; wait for that job or use another --out "
-                                 f"(delete {self.path} if you know it is dead)")
+                raise ValueError(
+                    f"{self.path.parent} is in use by pid {holder.get('pid')} on {holder.get('host')} since "
+                    f"{holder.get('started')}; wait for that job or use another --out "
+                    f"(delete {self.path} if you know it is dead)"
+                )
             if self._take_over(seen):
                 self.log(f"warning: {self.path.parent} was locked, but {why}; taking it over")
                 break

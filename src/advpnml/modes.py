@@ -1,8 +1,9 @@
 """Temporary model states an attack or the defense's refinement needs, always restored."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch.nn as nn
 

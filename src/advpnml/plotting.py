@@ -1,8 +1,10 @@
 """Figures shared by the experiments: PNG for looking, PDF for papers, labelled axes and legends."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def pyplot() -> Any:
@@ -34,9 +36,18 @@ def save_figure(fig: Any, path_stem: Path, formats: Sequence[str] = ("png", "pdf
     return paths
 
 
-def line_plot(x: Sequence[Any], series: dict[str, Sequence[float | None]], path_stem: Path, xlabel: str, ylabel: str,
-              title: str, marker_x: float | None = None, log_x: bool = False, categorical: bool = False,
-              scale: float = 100.0) -> list[Path]:
+def line_plot(
+    x: Sequence[Any],
+    series: Mapping[str, Sequence[float | None]],
+    path_stem: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    marker_x: float | None = None,
+    log_x: bool = False,
+    categorical: bool = False,
+    scale: float = 100.0,
+) -> list[Path]:
     """One line per series (``None`` values skipped, values times ``scale``: fractions to percent by default);
     ``marker_x`` draws the paper's dotted reference line."""
     fig, ax = pyplot().subplots(figsize=(6, 4))

@@ -4,16 +4,17 @@ Every entry point (``evaluate``, ``train``, the sweeps, the adaptive-training ex
 line) takes a :class:`Runtime` instead of five loose parameters, and :func:`start_runtime` is the one
 place a command joins (and leaves) a torchrun job.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
 
 import torch
 
+from .accel.precision import check_precision
 from .distributed import DistContext, init_distributed, shutdown_distributed
-from .precision import check_precision
 
 
 def silent(message: str) -> None:
@@ -37,9 +38,9 @@ class Runtime:
     """device: where tensors live. dist: this process's place in a torchrun job (one process by default).
     memory_format: the model layout (:mod:`advpnml.models.layout`: ``auto``, ``channels_last``,
     ``contiguous``). precision: ``fp32``, or ``bf16`` autocast of the model's forward
-    (:mod:`advpnml.precision`; base-model evaluation only, its agreement with fp32 measured by
+    (:mod:`advpnml.accel.precision`; base-model evaluation only, its agreement with fp32 measured by
     ``benchmarks/precision_agreement.py``).
-    cuda_graphs: capture the PGD-training step as a CUDA graph (:mod:`advpnml.graphs`; eager off CUDA).
+    cuda_graphs: capture the PGD-training step as a CUDA graph (:mod:`advpnml.accel.graphs`; eager off CUDA).
     log: where messages go. progress: show progress bars.
 
     Only rank 0 logs and draws bars: :meth:`for_rank` returns the view a job uses.
@@ -59,6 +60,7 @@ class Runtime:
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0 (and in a single process)."""
         return self.dist.is_main
 
     @property
@@ -66,11 +68,11 @@ class Runtime:
         """``", W processes"`` under torchrun (for a job's first line), else empty."""
         return f", {self.dist.world_size} processes" if self.dist.enabled else ""
 
-    def for_rank(self) -> "Runtime":
+    def for_rank(self) -> Runtime:
         """This runtime on rank 0; a silent one (no log, no bars) on the other ranks."""
         return self if self.dist.is_main else replace(self, log=silent, progress=False)
 
-    def quiet(self) -> "Runtime":
+    def quiet(self) -> Runtime:
         """The same place, without messages or progress bars (for a job inside another)."""
         return replace(self, log=silent, progress=False)
 
@@ -80,9 +82,14 @@ QUIET = Runtime(log=silent, progress=False)
 
 
 @contextmanager
-def start_runtime(device: str | torch.device = "auto", memory_format: str = "auto",
-                  log: Callable[[str], None] = print, progress: bool = True, precision: str = "fp32",
-                  cuda_graphs: bool = False) -> Iterator[Runtime]:
+def start_runtime(
+    device: str | torch.device = "auto",
+    memory_format: str = "auto",
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    precision: str = "fp32",
+    cuda_graphs: bool = False,
+) -> Iterator[Runtime]:
     """The runtime of a command: joins the torchrun job if there is one (each rank on its own GPU) and
     leaves it on exit; silent on ranks other than 0."""
     ctx, resolved = init_distributed(resolve_device(device))

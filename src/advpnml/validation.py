@@ -3,6 +3,7 @@
 Every public entry point (defense, attacks, data, checkpoints) calls these so a mistake is
 reported where it was made, not as a shape error three layers down.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,12 +56,11 @@ def check_inputs(x: torch.Tensor, bounds: tuple[float, float] | None = (0.0, 1.0
     low, high = torch.stack(torch.aminmax(x.detach())).tolist()
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} contains NaN or inf values")
-    if bounds is not None:
-        if low < bounds[0] or high > bounds[1]:
-            raise ValueError(
-                f"{name} has values in [{low:.4g}, {high:.4g}], expected inside [{bounds[0]:g}, {bounds[1]:g}] "
-                "(inputs are images scaled to [0, 1]; normalization belongs inside the model)"
-            )
+    if bounds is not None and (low < bounds[0] or high > bounds[1]):
+        raise ValueError(
+            f"{name} has values in [{low:.4g}, {high:.4g}], expected inside [{bounds[0]:g}, {bounds[1]:g}] "
+            "(inputs are images scaled to [0, 1]; normalization belongs inside the model)"
+        )
 
 
 def check_labels(y: torch.Tensor, n: int, num_classes: int | None = None, name: str = "y") -> None:

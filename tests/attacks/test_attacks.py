@@ -1,4 +1,5 @@
 """FGSM, PGD, transfer and the adaptive attack: threat model, strength, and the peer-library pitfalls."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from advpnml import AdversarialPnml
 from advpnml.attacks import FGSM, PGD, HopSkipJump, Transfer, create_attack, margin
-from advpnml.benchmark import dispatched_ops
+from advpnml.bench.speed import dispatched_ops
 from advpnml.modes import frozen_parameters
 
 from ..conftest import CallCounter, accuracy
@@ -21,8 +22,18 @@ def batch(mnist5k_test):
     return mnist5k_test.x[:64], mnist5k_test.y[:64]
 
 
-@pytest.mark.parametrize("attack", [FGSM(0.1), FGSM(0.3), PGD(0.1, steps=5, step_size=0.03), PGD(0.3, steps=5, step_size=0.1, restarts=2),
-                                    HopSkipJump(0.1, max_queries=300), FGSM(0.2, targeted=True), PGD(0.2, steps=3, loss="margin")])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        FGSM(0.1),
+        FGSM(0.3),
+        PGD(0.1, steps=5, step_size=0.03),
+        PGD(0.3, steps=5, step_size=0.1, restarts=2),
+        HopSkipJump(0.1, max_queries=300),
+        FGSM(0.2, targeted=True),
+        PGD(0.2, steps=3, loss="margin"),
+    ],
+)
 def test_inside_eps_ball_and_unit_box(standard_model, batch, attack):
     x, y = batch
     x_adv = attack(standard_model, x, y if not attack.targeted else (y + 1) % 10)
@@ -47,7 +58,9 @@ def test_fgsm_matches_a_hand_written_reference(standard_model, batch):
     xt = x.clone().requires_grad_(True)
     target = (y + 3) % 10
     F.cross_entropy(standard_model(xt), target).backward()
-    torch.testing.assert_close(FGSM(0.1, targeted=True)(standard_model, x, target), (x - 0.1 * xt.grad.sign()).clamp(0, 1), atol=TOL, rtol=0)
+    torch.testing.assert_close(
+        FGSM(0.1, targeted=True)(standard_model, x, target), (x - 0.1 * xt.grad.sign()).clamp(0, 1), atol=TOL, rtol=0
+    )
 
 
 def test_pgd_matches_a_hand_written_reference(standard_model, batch):
@@ -217,7 +230,9 @@ def test_pgd_last_iterate_step_is_one_gradient_and_three_elementwise_ops(tiny_cn
             return torch.autograd.grad(F.cross_entropy(tiny_cnn(xr), y, reduction="sum"), xr)
 
     per_gradient = dispatched_ops(gradient)
-    calls = {steps: dispatched_ops(lambda: PGD(0.1, steps=steps, step_size=0.02, keep_best=False)(tiny_cnn, x, y)) for steps in (2, 5)}
+    calls = {
+        steps: dispatched_ops(lambda: PGD(0.1, steps=steps, step_size=0.02, keep_best=False)(tiny_cnn, x, y)) for steps in (2, 5)
+    }
     assert (calls[5] - calls[2]) == 3 * (per_gradient + 3)
 
 

@@ -1,5 +1,6 @@
 """The two attacks that had no reference: our HopSkipJump against Foolbox 3's on the same model, radius and query budget
 (Table 1's black-box column rests on it), and IBM ART's PGD through the defense wrapped as an ART classifier."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,8 +59,13 @@ def art_classifier(robust_model):
 
     defended = AdversarialPnml(robust_model, 0.1).eval()
     # log q are log-probabilities: NLL on them is cross-entropy on q, and softmax(log q) = q, so ART reads them as logits
-    return art, defended, PyTorchClassifier(model=defended, loss=nn.NLLLoss(), input_shape=(1, 28, 28), nb_classes=10,
-                                            clip_values=(0.0, 1.0), device_type="cpu")
+    return (
+        art,
+        defended,
+        PyTorchClassifier(
+            model=defended, loss=nn.NLLLoss(), input_shape=(1, 28, 28), nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu"
+        ),
+    )
 
 
 def test_art_sees_the_defense_with_its_identity_backward(art_classifier, mnist5k_test):
@@ -78,8 +84,9 @@ def test_arts_pgd_through_the_defense_matches_ours(art_classifier, mnist5k_test)
 
     x, y = mnist5k_test.x[:100], mnist5k_test.y[:100]
     eps, steps = 0.15, 20
-    theirs_attack = ProjectedGradientDescent(classifier, eps=eps, eps_step=2.5 * eps / steps, max_iter=steps, num_random_init=1,
-                                             batch_size=100, verbose=False)
+    theirs_attack = ProjectedGradientDescent(
+        classifier, eps=eps, eps_step=2.5 * eps / steps, max_iter=steps, num_random_init=1, batch_size=100, verbose=False
+    )
     np.random.seed(0)
     theirs = accuracy(defended, torch.from_numpy(theirs_attack.generate(x.numpy(), y=y.numpy())), y)
     ours = accuracy(defended, PGD(eps, steps, 2.5 * eps / steps, seed=0)(defended, x, y), y)

@@ -1,4 +1,5 @@
 """HopSkipJump: exact query counts within budget, no NaN, a perturbation that never grows."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Our APGD-CE, APGD-T and Square against the reference AutoAttack (pyautoattack), and the wrapper that runs it."""
+
 from __future__ import annotations
 
 import builtins
@@ -30,12 +31,17 @@ def _reference_targeted(model, n_iter, n_targets):
 
 
 PAIRS = {
-    "APGD-CE": (lambda: APGD(EPS, steps=20, loss="ce"),
-                lambda m: APGDAttack(m, n_iter=20, n_restarts=1, eps=EPS, loss="ce", seed=0, device="cpu")),
+    "APGD-CE": (
+        lambda: APGD(EPS, steps=20, loss="ce"),
+        lambda m: APGDAttack(m, n_iter=20, n_restarts=1, eps=EPS, loss="ce", seed=0, device="cpu"),
+    ),
     "APGD-T": (lambda: APGDT(EPS, steps=20, n_targets=3), lambda m: _reference_targeted(m, 20, 3)),
-    "Square": (lambda: Square(EPS, max_queries=200, p_init=0.8),
-               lambda m: SquareAttack(m, p_init=0.8, n_queries=200, eps=EPS, norm="Linf", n_restarts=1, seed=0, device="cpu",
-                                      resc_schedule=False)),
+    "Square": (
+        lambda: Square(EPS, max_queries=200, p_init=0.8),
+        lambda m: SquareAttack(
+            m, p_init=0.8, n_queries=200, eps=EPS, norm="Linf", n_restarts=1, seed=0, device="cpu", resc_schedule=False
+        ),
+    ),
 }
 
 
@@ -61,7 +67,9 @@ def test_wrapper_keeps_the_threat_model_the_seed_and_the_global_rng(standard_mod
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    attack = create_attack("autoattack", eps=0.3, seed=3)  # breaks every sample in APGD-CE: seconds, not FAB's and Square's minutes
+    attack = create_attack(
+        "autoattack", eps=0.3, seed=3
+    )  # breaks every sample in APGD-CE: seconds, not FAB's and Square's minutes
     a = attack(standard_model, x, y)
     after = torch.rand(1)
     b = ReferenceAutoAttack(0.3, seed=3)(standard_model, x, y)

@@ -1,6 +1,7 @@
 """Every registered attack (timm-style, driven by :data:`advpnml.attacks.ATTACKS`): it stays in the eps-ball and the
 input box, a seed fixes its result, and it leaves the caller's global RNG as it found it. A new attack joins these
 tests by adding its cheap parameters to ``CHEAP``; one without them fails the first test."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """APGD-CE/DLR, APGD-T, Square and the joint-hypotheses attack: threat model, strength, schedule, seeding."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,15 @@ def batch(mnist5k_test):
     return mnist5k_test.x[:48], mnist5k_test.y[:48]
 
 
-@pytest.mark.parametrize("make", [lambda: APGD(0.1, steps=8), lambda: APGD(0.1, steps=8, loss="dlr"), lambda: APGDT(0.1, steps=4, n_targets=2),
-                                  lambda: Square(0.1, max_queries=40)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: APGD(0.1, steps=8),
+        lambda: APGD(0.1, steps=8, loss="dlr"),
+        lambda: APGDT(0.1, steps=4, n_targets=2),
+        lambda: Square(0.1, max_queries=40),
+    ],
+)
 def test_inside_eps_ball_and_unit_box(standard_model, batch, make):
     x, y = batch
     attack = make()
@@ -73,7 +81,9 @@ def test_dlr_losses_by_hand():
         dlr(torch.zeros(1, 2), torch.tensor([0]))
 
 
-@pytest.mark.parametrize("name,params", [("apgd", {"steps": 4}), ("apgd-t", {"steps": 3, "n_targets": 2}), ("square", {"max_queries": 20})])
+@pytest.mark.parametrize(
+    "name,params", [("apgd", {"steps": 4}), ("apgd-t", {"steps": 3, "n_targets": 2}), ("square", {"max_queries": 20})]
+)
 def test_seeded_and_global_rng_untouched(standard_model, batch, name, params):
     x, y = batch[0][:8], batch[1][:8]
     torch.manual_seed(123)

@@ -1,4 +1,5 @@
 """Dataset loaders: the embedded MNIST subset, toy 2-D data, IDX / CIFAR pickle readers, clear errors."""
+
 from __future__ import annotations
 
 import gzip
@@ -16,7 +17,7 @@ def test_mnist5k_is_a_fixed_balanced_partition():
     train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
     assert (len(train), len(test)) == (4000, 1000)
     assert train.x.shape[1:] == (1, 28, 28) and train.x.dtype == torch.float32
-    assert 0.0 <= float(train.x.min()) and float(train.x.max()) == 1.0
+    assert float(train.x.min()) >= 0.0 and float(train.x.max()) == 1.0
     assert torch.bincount(test.y).tolist() == [100] * 10
     assert len(set(test.y[:50].tolist())) >= 8, "splits are shuffled so a prefix mixes classes"
     train_rows = {bytes(row) for row in (train.x.view(4000, -1) * 255).round().byte().numpy()}
@@ -118,8 +119,14 @@ def test_a_crafted_cifar10_batch_is_refused_unrun(tmp_path):
         load_dataset("cifar10", "test", tmp_path)
 
 
-@pytest.mark.parametrize("content, message", [(b"not gzip at all", "cannot be read"), (None, "cannot be read|truncated|past its declared size"),
-                                               (b"\x00\x00\x08\x07", "not an unsigned-byte IDX file")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not gzip at all", "cannot be read"),
+        (None, "cannot be read|truncated|past its declared size"),
+        (b"\x00\x00\x08\x07", "not an unsigned-byte IDX file"),
+    ],
+)
 def test_bad_idx_files_are_one_line(tmp_path, content, message):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -143,7 +150,9 @@ def _cifar_batch(tmp_path, batch, protocol: int = pickle.HIGHEST_PROTOCOL):
 
 def test_labels_out_of_range_are_one_line_naming_the_file(tmp_path):
     path = _cifar_batch(tmp_path, {"data": np.zeros((3, 3072), dtype=np.uint8), "labels": [0, 10, 2]})
-    with pytest.raises(DataFileError, match=rf"{path}: labels in \[0, 10\], expected 0..9 for cifar10 \(1 out of range, the first at sample 1\)"):
+    with pytest.raises(
+        DataFileError, match=rf"{path}: labels in \[0, 10\], expected 0..9 for cifar10 \(1 out of range, the first at sample 1\)"
+    ):
         load_dataset("cifar10", "test", tmp_path)
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -212,7 +221,10 @@ def test_predict_refuses_out_of_range_labels_instead_of_a_wrong_accuracy(standar
     _write_idx(raw / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28)))
     _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 10, 3]))
     checkpoint = save_checkpoint(tmp_path / "m.pt", standard_model, dataset="mnist")
-    assert main(["predict", "--checkpoint", str(checkpoint), "--data", "mnist", "--data-dir", str(tmp_path), "--config", "mnist"]) == 2
+    assert (
+        main(["predict", "--checkpoint", str(checkpoint), "--data", "mnist", "--data-dir", str(tmp_path), "--config", "mnist"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "labels in [1, 10], expected 0..9" in err
     assert main(["info", "--data-dir", str(tmp_path)]) == 0

@@ -1,4 +1,5 @@
 """channels_last is a layout, not a model change: same outputs, same defense, attacks still valid."""
+
 from __future__ import annotations
 
 import copy
@@ -10,9 +11,9 @@ import torch
 from advpnml import AdversarialPnml, create_model
 from advpnml.attacks import PGD
 from advpnml.config import AttackSpec, EvalSettings
-from advpnml.evaluation import evaluate
-from advpnml.runtime import QUIET
+from advpnml.evaluation.engine import evaluate
 from advpnml.models import resolve_memory_format, set_memory_format, use_memory_format
+from advpnml.runtime import QUIET
 
 
 @pytest.fixture
@@ -77,8 +78,10 @@ def test_pgd_on_a_channels_last_model_stays_in_the_ball(cifar_pair):
 
 
 def test_evaluate_gives_the_same_records_in_either_layout(tiny_cnn, mnist5k_test):
-    specs = [AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05}, base=True, defense="transfer"),
-             AttackSpec("Adaptive", "pgd", {"steps": 2, "step_size": 0.05, "loss": "margin"}, base=False, defense="direct")]
+    specs = [
+        AttackSpec("PGD", "pgd", {"steps": 3, "step_size": 0.05}, base=True, defense="transfer"),
+        AttackSpec("Adaptive", "pgd", {"steps": 2, "step_size": 0.05, "loss": "margin"}, base=False, defense="direct"),
+    ]
     settings = EvalSettings(dataset="mnist5k", split="test", n=6, eps=0.1, refine_eps=0.1, attacks=specs, batch_size=3, seed=0)
     data = mnist5k_test.head(6)
     records = {}

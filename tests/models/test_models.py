@@ -1,5 +1,8 @@
 """Architectures, normalization, checkpoints and the external-checkpoint adapters."""
+
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,8 +58,9 @@ def test_unknown_architecture_is_a_clear_error():
 
 def test_checkpoint_round_trip_with_metadata(tmp_path):
     model = create_model("madry_cnn", width=0.25, mean=(0.1307,), std=(0.3081,))
-    path = save_checkpoint(tmp_path / "m.pt", model, dataset="mnist5k", training="pgd", eps=0.3,
-                           classes=[str(i) for i in range(10)])
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, dataset="mnist5k", training="pgd", eps=0.3, classes=[str(i) for i in range(10)]
+    )
     loaded, meta = load_checkpoint(path)
     x = torch.rand(3, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model.eval()(x))
@@ -130,8 +134,12 @@ def test_defense_wraps_a_loaded_checkpoint(tmp_path):
 
 
 def test_cifar_architectures_and_official_mnist_cnn_shapes():
-    for name, shape in (("resnet4b", (2, 3, 32, 32)), ("convex_small", (2, 3, 32, 32)),
-                        ("resnet18_cifar", (2, 3, 32, 32)), ("official_mnist_cnn", (2, 1, 28, 28))):
+    for name, shape in (
+        ("resnet4b", (2, 3, 32, 32)),
+        ("convex_small", (2, 3, 32, 32)),
+        ("resnet18_cifar", (2, 3, 32, 32)),
+        ("official_mnist_cnn", (2, 1, 28, 28)),
+    ):
         out = create_model(name, **({"width": 8} if name == "resnet18_cifar" else {})).eval()(torch.rand(shape))
         assert out.shape == (2, 10) and torch.isfinite(out).all(), name
     official = create_model("official_mnist_cnn")
@@ -143,7 +151,7 @@ def test_convex_cascade_checkpoint_takes_its_first_model(tmp_path):
     """convex_adversarial stores a LIST of cascade models under state_dict, in nn.Sequential numbering."""
     first = create_model("convex_small", mean=None, std=None).eval()
     second = create_model("convex_small", mean=None, std=None).eval()
-    strip = lambda m: {k[len("layers."):]: v for k, v in m.state_dict().items()}  # noqa: E731
+    strip = lambda m: {k[len("layers.") :]: v for k, v in m.state_dict().items()}  # noqa: E731
     torch.save({"state_dict": [strip(first), strip(second)], "epoch": 3}, tmp_path / "cascade.pth")
     model = load_external(tmp_path / "cascade.pth", "convex_small")
     x = torch.rand(2, 3, 32, 32)
@@ -159,10 +167,13 @@ def test_autoattack_source_without_its_package_names_the_extra(monkeypatch):
         load_external(None, "autoattack_resnet18")
 
 
-@pytest.mark.parametrize("source, folder, file, clean", [
-    ("abcrown_resnet4b", "abcrown_cifar10_resnet4b", "resnet4b.pth", 0.771),
-    ("convex_small", "convex_cifar10_small_8px", "cifar_small_8px.pth", 0.312),
-])
+@pytest.mark.parametrize(
+    "source, folder, file, clean",
+    [
+        ("abcrown_resnet4b", "abcrown_cifar10_resnet4b", "resnet4b.pth", 0.771),
+        ("convex_small", "convex_cifar10_small_8px", "cifar_small_8px.pth", 0.312),
+    ],
+)
 def test_shared_cifar10_checkpoints_reproduce_their_clean_accuracy(shared_data, source, folder, file, clean):
     weights = shared_data / "weights" / folder / file
     if not weights.is_file() or not (shared_data / "cifar10").is_dir():
@@ -219,12 +230,16 @@ def test_torch_saves_runtime_error_on_a_full_disk_is_one_line_and_leaves_no_tmp(
     import torch
 
     def half_written(obj, f, *args, **kwargs):
-        open(f, "wb").write(b"PK\x03\x04 half a zip")
-        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/3: "
-                           "file write failed\nmore lines of C++ context")
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/3: "
+            "file write failed\nmore lines of C++ context"
+        )
 
     monkeypatch.setattr(torch, "save", half_written)
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*m.pt: .*PytorchStreamWriter failed writing file") as err:
+    with pytest.raises(
+        CheckpointError, match=r"cannot write checkpoint .*m.pt: .*PytorchStreamWriter failed writing file"
+    ) as err:
         save_checkpoint(tmp_path / "m.pt", create_model("madry_cnn", width=0.125))
     assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == [], "no half-written last.pt.tmp is left"
 
@@ -239,14 +254,22 @@ def _saved(tmp_path, edit):
     return path
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda p: p["state_dict"].__setitem__("conv1.weight", p["state_dict"]["conv1.weight"].long()),
-     r"integer values where 'madry_cnn' has floating weights: conv1.weight \(torch.int64, the model's is torch.float32\)"),
-    (lambda p: p["meta"].__setitem__("kwargs", [1, 2]), r"metadata 'kwargs' must be dict, got list"),
-    (lambda p: p["meta"].__setitem__("arch", ["madry_cnn"]), r"metadata 'arch' must be str, got list"),
-    (lambda p: p["meta"].__setitem__("dataset", ["mnist5k"]), r"metadata 'dataset' must be str or None, got list"),
-    (lambda p: p["state_dict"].__setitem__("conv1.bias", "not a tensor"), r"entries that are not tensors: conv1.bias \(str\)"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda p: p["state_dict"].__setitem__("conv1.weight", p["state_dict"]["conv1.weight"].long()),
+            r"integer values where 'madry_cnn' has floating weights: conv1.weight \(torch.int64, the model's is torch.float32\)",
+        ),
+        (lambda p: p["meta"].__setitem__("kwargs", [1, 2]), r"metadata 'kwargs' must be dict, got list"),
+        (lambda p: p["meta"].__setitem__("arch", ["madry_cnn"]), r"metadata 'arch' must be str, got list"),
+        (lambda p: p["meta"].__setitem__("dataset", ["mnist5k"]), r"metadata 'dataset' must be str or None, got list"),
+        (
+            lambda p: p["state_dict"].__setitem__("conv1.bias", "not a tensor"),
+            r"entries that are not tensors: conv1.bias \(str\)",
+        ),
+    ],
+)
 def test_a_checkpoint_with_wrong_types_is_one_line(tmp_path, edit, message):
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(_saved(tmp_path, edit))

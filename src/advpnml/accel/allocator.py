@@ -10,6 +10,7 @@ per call, same values. This is the same remedy as PyTorch's CPU performance guid
 tcmalloc, done in-process. The CLI applies it at start-up; a library user calls :func:`tune_cpu_allocator` once.
 The cost: the process keeps up to ``trim_threshold`` bytes of freed memory for reuse.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -7,11 +7,12 @@ calls ``autograd.grad`` inside (its module tracker's hooks meet a leaf of the in
 :func:`peak_tflops` gives a device's dense peak for a dtype, so a benchmark can say how far from the
 hardware a measured rate is.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 

@@ -10,15 +10,20 @@ RNG drawn from a private generator (draw it outside and pass it in), and Python 
 change between calls (they are taken once, at capture). Values the step bakes in (a learning rate, an
 eps) go in ``key``: a new key captures again.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .modes import eval_mode, frozen_parameters
-from .runtime import silent
+from ..modes import eval_mode, frozen_parameters
+
+
+def _quiet(message: str) -> None:
+    """A log that drops every message (the default when the caller gives none)."""
 
 
 def _capturable(tensor: torch.Tensor) -> bool:
@@ -49,8 +54,14 @@ class GraphedStep:
     the next call (clone what must outlive it).
     """
 
-    def __init__(self, fn: Callable[..., Any], enabled: bool = True, warmup: int = 3, max_captures: int = 8,
-                 log: Callable[[str], None] = silent) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        enabled: bool = True,
+        warmup: int = 3,
+        max_captures: int = 8,
+        log: Callable[[str], None] = _quiet,
+    ) -> None:
         self.fn = fn
         self.enabled = enabled
         self.warmup = warmup
@@ -73,6 +84,7 @@ class GraphedStep:
         return self._graph is not None
 
     def __call__(self, *inputs: torch.Tensor, key: Hashable = None) -> Any:
+        """Run the step: eagerly, captured once per key, or replayed from its graph (same values either way)."""
         self.calls += 1
         if self.reason is None and (not inputs or not _capturable(inputs[0])):
             self._fall_back(f"CUDA graphs need CUDA tensors, got {inputs[0].device if inputs else 'no inputs'}; running eagerly")
@@ -96,12 +108,14 @@ class GraphedStep:
             self._fall_back(f"captured {self.captures} times (its key {key!r} keeps changing); running eagerly")
             return self.fn(*inputs)
         try:
-            self._capture(inputs, key)
+            graph = self._capture(inputs, key)
         except Exception as err:  # noqa: BLE001 - any failure to capture means: run eagerly, as documented
-            self._fall_back(f"CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); running eagerly")
+            self._fall_back(
+                f"CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); running eagerly"
+            )
             torch.cuda.synchronize()
             return self.fn(*inputs)
-        self._graph.replay()
+        graph.replay()
         return self._static_out
 
     def _on_side_stream(self, inputs: tuple[torch.Tensor, ...]) -> Any:
@@ -112,7 +126,7 @@ class GraphedStep:
         torch.cuda.current_stream(inputs[0].device).wait_stream(side)
         return outputs
 
-    def _capture(self, inputs: tuple[torch.Tensor, ...], key: Hashable) -> None:
+    def _capture(self, inputs: tuple[torch.Tensor, ...], key: Hashable) -> torch.cuda.CUDAGraph:
         self._graph = self._static_out = None
         static_in = tuple(value.clone() for value in inputs)
         torch.cuda.synchronize(inputs[0].device)
@@ -121,6 +135,7 @@ class GraphedStep:
             static_out = self.fn(*static_in)
         self._graph, self._key, self._static_in, self._static_out = graph, key, static_in, static_out
         self.captures += 1
+        return graph
 
     def _fall_back(self, reason: str) -> None:
         if self.reason is None:
@@ -138,7 +153,7 @@ class GraphedAttack:
     (the eager attack checks them; here that would cost a host synchronization per call).
     """
 
-    def __init__(self, attack: Any, warmup: int = 2, log: Callable[[str], None] = silent) -> None:
+    def __init__(self, attack: Any, warmup: int = 2, log: Callable[[str], None] = _quiet) -> None:
         if not hasattr(attack, "from_start"):
             raise ValueError(f"GraphedAttack needs an attack with from_start (PGD, APGD), got {type(attack).__name__}")
         self.attack = attack
@@ -146,6 +161,7 @@ class GraphedAttack:
         self._model: torch.nn.Module | None = None
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Run the attack on ``model``: its captured graph replayed for this shape and model, else eagerly."""
         self._model = model
         start = self.attack.start_point(x)
         with eval_mode(model), frozen_parameters(model):  # at capture and in eager runs; a replay keeps what it recorded

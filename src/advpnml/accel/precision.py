@@ -6,9 +6,10 @@ an input gradient (eq. 9) and an attack's outcome on a sample near the boundary 
 an option, never a default, and :func:`agreement` measures, on real data, how often bf16 gives the
 fp32 prediction and the fp32 attack outcome, sample by sample.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,7 @@ class Autocast(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's logits, computed under bf16 autocast and returned as float32."""
         with torch.autocast(device_type=x.device.type, dtype=self.dtype):
             logits = self.model(x)
         return logits.float()
@@ -48,9 +50,15 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
     return Autocast(model) if check_precision(precision) == "bf16" else model
 
 
-def agreement(model: nn.Module, targets: Callable[[nn.Module], dict[str, nn.Module]], x: torch.Tensor, y: torch.Tensor,
-              attacks: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]],
-              precision: str = "bf16", batch_size: int = 100) -> dict[str, dict[str, float]]:
+def agreement(
+    model: nn.Module,
+    targets: Callable[[nn.Module], dict[str, nn.Module]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]],
+    precision: str = "bf16",
+    batch_size: int = 100,
+) -> dict[str, dict[str, float]]:
     """How often ``precision`` gives fp32's answers, for every model ``targets`` builds on a classifier
     (e.g. ``lambda m: {"base": m, "defense": AdversarialPnml(m, 0.1)}``): once on ``model``, once on it
     wrapped in :func:`with_precision` (so the defense's own arithmetic stays fp32).

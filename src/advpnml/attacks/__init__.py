@@ -3,6 +3,7 @@
 Running any of them on :class:`advpnml.AdversarialPnml` attacks the defense end to end
 (the paper's adaptive attack: identity backward through the refinement).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,8 +19,16 @@ from .pgd import PGD
 from .square import Square
 from .transfer import Transfer
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "square": Square, "hsja": HopSkipJump,
-                                    "joint": JointHypotheses, "autoattack": ReferenceAutoAttack}
+ATTACKS: dict[str, type[Attack]] = {
+    "fgsm": FGSM,
+    "pgd": PGD,
+    "apgd": APGD,
+    "apgd-t": APGDT,
+    "square": Square,
+    "hsja": HopSkipJump,
+    "joint": JointHypotheses,
+    "autoattack": ReferenceAutoAttack,
+}
 
 #: Attacks that are a whole evaluation protocol of their own (the reference AutoAttack runs its
 #: attacks in a cascade inside): they always see every sample, never only what ours left robust.
@@ -39,5 +48,27 @@ def create_attack(name: str, **params: Any) -> Attack:
         raise ValueError(f"bad parameters for attack {name!r}: {err}") from None
 
 
-__all__ = ["APGD", "APGDT", "ATTACKS", "BLACK_BOX", "REFERENCE_ATTACKS", "ReferenceAutoAttack", "Attack", "FGSM", "HopSkipJump", "JointHypotheses", "LOSSES", "PGD", "Square", "Transfer",
-           "attack_objective", "create_attack", "cross_entropy", "dlr", "dlr_targeted", "eval_mode", "margin", "project"]
+__all__ = [
+    "APGD",
+    "APGDT",
+    "ATTACKS",
+    "BLACK_BOX",
+    "REFERENCE_ATTACKS",
+    "ReferenceAutoAttack",
+    "Attack",
+    "FGSM",
+    "HopSkipJump",
+    "JointHypotheses",
+    "LOSSES",
+    "PGD",
+    "Square",
+    "Transfer",
+    "attack_objective",
+    "create_attack",
+    "cross_entropy",
+    "dlr",
+    "dlr_targeted",
+    "eval_mode",
+    "margin",
+    "project",
+]

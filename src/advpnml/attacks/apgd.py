@@ -8,6 +8,7 @@ the top ``n_targets`` other classes in turn. Both keep, per sample, the highest-
 fools the model (else the highest-loss point), and skip samples already fooled in later restarts or
 targets. Croce et al. (ICML 2022) used APGD-T through test-time defenses like this one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,17 @@ class APGD(Attack):
 
     name = "apgd"
 
-    def __init__(self, eps: float, steps: int = 100, restarts: int = 1, loss: str = "ce", rho: float = 0.75, early_stop: bool = True,
-                 bounds=(0.0, 1.0), seed: int = 0) -> None:
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 100,
+        restarts: int = 1,
+        loss: str = "ce",
+        rho: float = 0.75,
+        early_stop: bool = True,
+        bounds=(0.0, 1.0),
+        seed: int = 0,
+    ) -> None:
         super().__init__(eps, bounds, seed)
         self.steps = check_positive_int("steps", steps)
         self.restarts = check_positive_int("restarts", restarts)
@@ -52,9 +62,10 @@ class APGD(Attack):
         self.early_stop = bool(early_stop)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """APGD on ``x`` (detached, eval mode): each sample's best point over every restart."""
         gen = self.generator(x.device)
         best = x.clone()
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for target in self._targets(model, x, y):
             for _ in range(self.restarts):
@@ -77,7 +88,7 @@ class APGD(Attack):
 
     def from_start(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """One untargeted run from ``start`` without input checks or mode changes: no host synchronization, so a
-        CUDA graph can capture it (:class:`advpnml.graphs.GraphedAttack`). With one restart,
+        CUDA graph can capture it (:class:`advpnml.accel.graphs.GraphedAttack`). With one restart,
         ``from_start(m, x, y, start_point(x))`` is ``perturb(m, x, y)``."""
         if type(self)._targets is not APGD._targets:
             raise ValueError(f"from_start runs the untargeted APGD; {type(self).__name__} loops over targets")
@@ -123,9 +134,13 @@ class APGD(Attack):
             with torch.no_grad():
                 # Among fooling iterates keep the highest-loss one: deeper points transfer better.
                 # Selections by torch.where, not boolean indexing: the same values without a host sync per step,
-                # so a restart is one fixed sequence of kernels a CUDA graph can capture (advpnml.graphs).
+                # so a restart is one fixed sequence of kernels a CUDA graph can capture (advpnml.accel.graphs).
                 hit = self.fooled(logits, y) & (loss > loss_fool)
-                x_fool, loss_fool, fooled = torch.where(hit.view(view), x_adv, x_fool), torch.where(hit, loss, loss_fool), fooled | hit
+                x_fool, loss_fool, fooled = (
+                    torch.where(hit.view(view), x_adv, x_fool),
+                    torch.where(hit, loss, loss_fool),
+                    fooled | hit,
+                )
                 improved = loss > loss_best
                 x_best = torch.where(improved.view(view), x_adv, x_best)
                 grad_best = torch.where(improved.view(view), grad, grad_best)
@@ -154,16 +169,27 @@ class APGDT(APGD):
 
     name = "apgd-t"
 
-    def __init__(self, eps: float, steps: int = 100, n_targets: int = 9, restarts: int = 1, rho: float = 0.75, early_stop: bool = True,
-                 bounds=(0.0, 1.0), seed: int = 0) -> None:
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 100,
+        n_targets: int = 9,
+        restarts: int = 1,
+        rho: float = 0.75,
+        early_stop: bool = True,
+        bounds=(0.0, 1.0),
+        seed: int = 0,
+    ) -> None:
         super().__init__(eps, steps, restarts, "dlr", rho, early_stop, bounds, seed)
         self.n_targets = check_positive_int("n_targets", n_targets)
 
-    def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor | None]:
         with torch.no_grad():
             logits = model(x)
         order = logits.masked_fill(nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf")).argsort(1, descending=True)
         return [order[:, t] for t in range(min(self.n_targets, logits.shape[1] - 1))]
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if target is None:
+            raise ValueError("APGD-T needs a target class per sample (internal error)")
         return dlr_targeted(logits, y, target)

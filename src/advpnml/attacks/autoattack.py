@@ -11,6 +11,7 @@ The reference reseeds the global RNG; the call runs inside ``torch.random.fork_r
 caller's RNG is untouched. Its sanity flags (randomized or dynamic defense, probabilities for
 logits, Square lowering the accuracy left by the gradient attacks) are kept in :attr:`flags`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,8 +82,9 @@ class ReferenceAutoAttack(Attack):
 
     name = "autoattack"
 
-    def __init__(self, eps: float, version: str = "standard", attacks: list[str] | None = None, bounds=(0.0, 1.0),
-                 seed: int = 0) -> None:
+    def __init__(
+        self, eps: float, version: str = "standard", attacks: list[str] | None = None, bounds=(0.0, 1.0), seed: int = 0
+    ) -> None:
         super().__init__(eps, bounds, seed)
         if version not in VERSIONS:
             raise ValueError(f"AutoAttack version must be one of {', '.join(VERSIONS)}, got {version!r}")
@@ -97,6 +99,7 @@ class ReferenceAutoAttack(Attack):
         self.flags: dict[str, str] = {}
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The reference AutoAttack on ``x`` at this radius and seed, its warnings kept in :attr:`flags`."""
         auto_attack = reference_autoattack()
         _reset_dynamic_check()
         logger = logging.getLogger("auto-attack")

@@ -4,6 +4,7 @@
 the base model and the defended model alike. Inputs and outputs lie in ``bounds`` ((0, 1) for
 images) and ``x_adv`` stays within ``eps`` of ``x`` in l_inf.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,17 +32,22 @@ class Attack:
 
     name = "attack"
 
-    def __init__(self, eps: float, bounds: tuple[float, float] | None = (0.0, 1.0), seed: int = 0, targeted: bool = False) -> None:
+    def __init__(
+        self, eps: float, bounds: tuple[float, float] | None = (0.0, 1.0), seed: int = 0, targeted: bool = False
+    ) -> None:
         self.eps = check_nonnegative("eps", eps)
         self.bounds = check_bounds(bounds)
         if self.bounds is not None and self.eps > self.bounds[1] - self.bounds[0]:
             width = self.bounds[1] - self.bounds[0]
-            raise ValueError(f"eps {eps!r} is wider than the input range [{self.bounds[0]:g}, {self.bounds[1]:g}]: at eps {width:g} "
-                             f"any input already reaches any other; use at most {width:g}")
+            raise ValueError(
+                f"eps {eps!r} is wider than the input range [{self.bounds[0]:g}, {self.bounds[1]:g}]: at eps {width:g} "
+                f"any input already reaches any other; use at most {width:g}"
+            )
         self.seed = int(seed)
         self.targeted = bool(targeted)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Adversarial examples for ``x`` with labels ``y``: checked inputs, eval mode, frozen parameters, detached output."""
         check_inputs(x, self.bounds)
         check_labels(y, x.shape[0])
         with eval_mode(model), frozen_parameters(model):
@@ -49,6 +55,7 @@ class Attack:
         return x_adv.detach()
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The attack itself, on detached inputs in eval mode (each subclass implements it)."""
         raise NotImplementedError
 
     def generator(self, device: torch.device) -> torch.Generator:
@@ -62,7 +69,11 @@ class Attack:
 
     def settings(self) -> dict:
         """The hyper-parameters, for reports (every public attribute that is a plain value)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), tuple))}
+        return {
+            k: v
+            for k, v in vars(self).items()
+            if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), tuple))
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.settings().items()) + ")"

@@ -1,4 +1,5 @@
 """Fast Gradient Sign Method (Goodfellow et al. 2015): eq. 1 (untargeted) and eq. 2 (targeted) of the paper."""
+
 from __future__ import annotations
 
 import torch
@@ -18,6 +19,7 @@ class FGSM(Attack):
         self.loss = check_loss(loss)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One signed-gradient step of ``eps`` (eq. 2), clipped to the bounds."""
         x_in = x.clone().requires_grad_(True)
         with torch.enable_grad():
             objective = attack_objective(self.loss, model(x_in), y, self.targeted)

@@ -8,6 +8,7 @@ model evaluation of one input counts as one query of its sample, and no sample e
 ``max_queries``. The returned point is projected into the eps-ball, so the accuracy of the
 model on it is the accuracy at ``eps``.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,8 @@ class HopSkipJump(Attack):
     Args:
         eps: radius at which accuracy is measured (the final projection).
         max_queries: query budget per sample (the paper: 26K for MNIST and CIFAR-10, 12K for ImageNet).
-        init_evals / max_evals: gradient-estimation batch, ``init_evals * sqrt(t)`` capped at ``max_evals``.
+        init_evals: the first gradient estimate's batch; iteration ``t`` uses ``init_evals * sqrt(t)``.
+        max_evals: the cap on that batch.
         gamma: sets the binary-search tolerance ``theta = gamma / d^2`` (as the reference implementation).
         init_tries: random uniform draws to find a first adversarial point.
         stop_at_eps: stop a sample once its adversarial point is within ``eps`` (saves queries; same accuracy).
@@ -76,23 +78,33 @@ class HopSkipJump(Attack):
     # -- queries ---------------------------------------------------------------------------
     def _is_adversarial(self, model: nn.Module, points: torch.Tensor, owner: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Decisions for ``points`` belonging to samples ``owner``; counts one query per point."""
-        self.queries.index_add_(0, owner, torch.ones_like(owner))
-        if bool((self.queries > self.max_queries).any()):
+        queries = self._spent()
+        queries.index_add_(0, owner, torch.ones_like(owner))
+        if bool((queries > self.max_queries).any()):
             raise RuntimeError("HopSkipJump spent more than max_queries on a sample (internal error)")
         with torch.no_grad():
             preds = torch.cat([model(points[i : i + self.chunk]).argmax(1) for i in range(0, points.shape[0], self.chunk)])
         return preds != y[owner]
 
+    def _spent(self) -> torch.Tensor:
+        if self.queries is None:
+            raise RuntimeError("HopSkipJump counts queries only inside perturb (internal error)")
+        return self.queries
+
     def _remaining(self) -> torch.Tensor:
-        return self.max_queries - self.queries
+        return self.max_queries - self._spent()
+
+    def _box(self) -> tuple[float, float]:
+        return self.bounds or (0.0, 1.0)  # never None here: __init__ gives HopSkipJump a box
 
     # -- the attack ------------------------------------------------------------------------
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """HopSkipJump on every sample at once, each within its query budget; the best point projected into the eps-ball."""
         n = x.shape[0]
         self.queries = torch.zeros(n, dtype=torch.long, device=x.device)
         self.history = []
         gen = self.generator(x.device)
-        low, high = self.bounds
+        low, high = self._box()
         dim = x[0].numel()
         theta = self.gamma / dim**2
         everyone = torch.arange(n, device=x.device)
@@ -123,7 +135,11 @@ class HopSkipJump(Attack):
             if idx.numel() == 0:
                 break
             # Probe radius of the gradient estimate (reference implementation: 0.1 of the range, then d*theta*dist).
-            delta = torch.full((idx.numel(),), 0.1 * (high - low), device=x.device, dtype=x.dtype) if t == 1 else dim * theta * dist[idx]
+            delta = (
+                torch.full((idx.numel(),), 0.1 * (high - low), device=x.device, dtype=x.dtype)
+                if t == 1
+                else dim * theta * dist[idx]
+            )
             num_evals = min(int(self.init_evals * math.sqrt(t)), self.max_evals)
             direction = self._estimate_direction(model, y, adv, idx, delta, num_evals, gen)
             candidate = self._step(model, x, y, adv, idx, direction.sign(), dist[idx], t)
@@ -147,7 +163,7 @@ class HopSkipJump(Attack):
         noise = torch.rand(base.shape, generator=gen, device=adv.device, dtype=adv.dtype) * 2 - 1
         noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (adv.dim() - 1))
         step = delta[owner_pos].view(-1, *[1] * (adv.dim() - 1))
-        perturbed = (base + step * noise).clamp(*self.bounds)
+        perturbed = (base + step * noise).clamp(*self._box())
         noise = (perturbed - base) / step.clamp_min(1e-12)
         sign = self._is_adversarial(model, perturbed, idx[owner_pos], y).to(adv.dtype) * 2 - 1
         counts = k.to(adv.dtype).clamp_min(1)
@@ -169,7 +185,7 @@ class HopSkipJump(Attack):
             pos = pending.nonzero().squeeze(1)
             if pos.numel() == 0:
                 break
-            cand = (adv[idx[pos]] + size[pos].view(-1, *[1] * (x.dim() - 1)) * update[pos]).clamp(*self.bounds)
+            cand = (adv[idx[pos]] + size[pos].view(-1, *[1] * (x.dim() - 1)) * update[pos]).clamp(*self._box())
             success = self._is_adversarial(model, cand, idx[pos], y)
             points[pos[success]], ok[pos[success]] = cand[success], True
             pending[pos[success]] = False

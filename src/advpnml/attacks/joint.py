@@ -8,7 +8,10 @@ input x_i, it maximizes ``max_{j != y} m_j - m_y``, pushing the true hypothesis'
 its label and the best wrong one's onto its label, through all C refinements at once (identity
 backward through each refinement, the paper's BPDA). Success is judged by the defense's prediction.
 """
+
 from __future__ import annotations
+
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -24,18 +27,33 @@ class JointHypotheses(PGD):
 
     name = "joint"
 
-    def __init__(self, eps: float, steps: int = 40, step_size: float = 0.01, restarts: int = 1, random_start: bool = True,
-                 early_stop: bool | str = "steps", bounds=(0.0, 1.0), seed: int = 0) -> None:
-        super().__init__(eps, steps, step_size, restarts, random_start, loss="margin", early_stop=early_stop, bounds=bounds, seed=seed)
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 40,
+        step_size: float = 0.01,
+        restarts: int = 1,
+        random_start: bool = True,
+        early_stop: bool | str = "steps",
+        bounds=(0.0, 1.0),
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            eps, steps, step_size, restarts, random_start, loss="margin", early_stop=early_stop, bounds=bounds, seed=seed
+        )
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Margin PGD on the refined hypotheses' logits of the defense ``model`` (an :class:`~advpnml.defense.AdversarialPnml`)."""
         if not isinstance(model, AdversarialPnml):
-            raise ValueError(f"the joint-hypotheses attack needs an AdversarialPnml model, got {type(model).__name__}; "
-                             "run it with defense = \"direct\" only")
+            raise ValueError(
+                f"the joint-hypotheses attack needs an AdversarialPnml model, got {type(model).__name__}; "
+                'run it with defense = "direct" only'
+            )
         return super().perturb(model, x, y)
 
     def _scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log q for judging success, the joint objective to maximize) from one pass through the defense."""
+        model = cast(AdversarialPnml, model)  # perturb checked it
         n = x.shape[0]
         num_classes = model.num_classes
         if num_classes is None:

@@ -1,4 +1,5 @@
 """Per-sample attack losses (never batch-summed before the caller decides, so batch size cannot matter)."""
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,7 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Carlini-Wagner margin ``max_{j != y} z_j - z_y`` per sample; > 0 means misclassified."""
     true = logits.gather(1, y.unsqueeze(1)).squeeze(1)
-    # The true class masked by scatter: F.one_hot checks the labels on the host on CPU (advpnml.graphs.host_syncs).
+    # The true class masked by scatter: F.one_hot checks the labels on the host on CPU (advpnml.accel.graphs.host_syncs).
     others = logits.masked_fill(torch.zeros_like(logits, dtype=torch.bool).scatter_(1, y.unsqueeze(1), True), float("-inf"))
     return others.max(1).values - true
 

@@ -3,6 +3,7 @@
 Run on :class:`advpnml.AdversarialPnml` it is the paper's adaptive attack: the defense's
 refinement has an identity backward (BPDA), so the gradient flows through all hypotheses.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +13,6 @@ import torch.nn.functional as F
 from ..validation import check_nonnegative, check_positive_int
 from .base import Attack, project
 from .losses import attack_objective, check_loss
-
 
 #: How a restart's result is chosen: ours, and the official code's (see :class:`PGD`).
 SELECTIONS = ("best", "last-highest-loss")
@@ -56,7 +56,7 @@ class PGD(Attack):
         random_start: bool = True,
         loss: str = "ce",
         targeted: bool = False,
-        early_stop: bool = False,
+        early_stop: bool | str = False,
         keep_best: bool = True,
         selection: str = "best",
         bounds=(0.0, 1.0),
@@ -77,13 +77,14 @@ class PGD(Attack):
         self.keep_best = bool(keep_best)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """PGD with restarts on ``x``: per sample, the strongest iterate (or the official code's restart rule)."""
         gen = self.generator(x.device)
         if self.selection == "last-highest-loss":
             return self._highest_final_loss(model, x, y, gen)
         if self.restarts == 1:  # nothing to choose between: no gathers, no masks, no host syncs
             return self._run(model, x, y, self._start(x, gen))[0]
         best = x.clone()
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
         best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.restarts):
             start = self._start(x, gen)
@@ -104,15 +105,17 @@ class PGD(Attack):
     def from_start(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """One restart from ``start`` without input checks or mode changes (the caller puts ``model`` in eval mode):
         with one restart and ``early_stop`` off it makes no host synchronization, so a CUDA graph can capture it
-        (:class:`advpnml.graphs.GraphedStep`). ``from_start(m, x, y, start_point(x))`` is ``perturb(m, x, y)``."""
+        (:class:`advpnml.accel.graphs.GraphedStep`). ``from_start(m, x, y, start_point(x))`` is ``perturb(m, x, y)``."""
         if self.restarts != 1 or self.early_stop or self.selection != "best":
-            raise ValueError(f"from_start runs one restart of the 'best' selection without early stop; this PGD has "
-                             f"restarts={self.restarts}, early_stop={self.early_stop!r}, selection={self.selection!r}")
+            raise ValueError(
+                f"from_start runs one restart of the 'best' selection without early stop; this PGD has "
+                f"restarts={self.restarts}, early_stop={self.early_stop!r}, selection={self.selection!r}"
+            )
         return self._run(model, x, y, start)[0]
 
     def _highest_final_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The official code's rule: every restart's last iterate, per sample the one of highest final loss."""
-        best, best_loss = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
+        best, best_loss = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
         for _ in range(self.restarts):
             last = self._last_iterate(model, x, y, self._start(x, gen))
             with torch.no_grad():
@@ -142,8 +145,8 @@ class PGD(Attack):
         n = x.shape[0]
         if not self.keep_best and self.restarts == 1 and self.early_stop != "steps":
             unjudged = torch.zeros(n, dtype=torch.bool, device=x.device)
-            return self._last_iterate(model, x, y, x_adv), torch.zeros(n, device=x.device), unjudged
-        best, best_loss = x_adv.clone(), torch.full((n,), float("-inf"), device=x.device)
+            return self._last_iterate(model, x, y, x_adv), torch.zeros(n, device=x.device, dtype=x.dtype), unjudged
+        best, best_loss = x_adv.clone(), torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype)
         best_fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         active = None  # None: every sample is still undecided (no gather/scatter copies)
         current = x_adv.detach()
@@ -205,4 +208,3 @@ class PGD(Attack):
                 (grad,) = torch.autograd.grad(self._summed_objective(model, current, y), current)
             current = torch.clamp(torch.add(current.detach(), grad.sign(), alpha=self.step_size), lo, hi)
         return current
-

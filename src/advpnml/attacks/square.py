@@ -6,6 +6,7 @@ redraws a random square window of each sample's perturbation to +-eps per channe
 if the margin loss fell. The window shrinks on AutoAttack's schedule. Every model evaluation of
 one input is one query; no sample exceeds ``max_queries``.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,6 +58,7 @@ class Square(Attack):
             return -margin(model(x), y)  # > 0 while correctly classified; the attack drives it below 0
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Square's random square updates on ``x``, scored by the model's margin, within the query budget."""
         if x.dim() != 4:
             raise ValueError(f"Square needs image inputs of shape (N, C, H, W), got shape {tuple(x.shape)}")
         gen = self.generator(x.device)

@@ -1,6 +1,7 @@
 """Transfer attack: adversarial examples computed on a source model (the undefended base), then
 evaluated on whatever model the caller passes (the defense). The paper's FGSM and PGD columns
 for the defended model are attacks of this kind."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,9 @@ class Transfer(Attack):
         self.source = source
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The source attack's examples, computed on the source model (``model`` is only judged on them)."""
         return self.attack(self.source, x, y)
 
     def settings(self) -> dict:
+        """The source attack, as the report prints it."""
         return {"source_attack": repr(self.attack)}

@@ -10,6 +10,7 @@ Every number is the median of repeated runs after warm-up, with CPU threads fixe
 in the chosen memory layout (channels_last on CPU by default); every reference it is compared with
 (floor parts, base forward, naive loops) is the fastest over the layouts.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,20 +19,21 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .allocator import allocator_description
-from .attacks import PGD
-from .defense import AdversarialPnml
-from .hardware_bench import bench_hardware, format_hardware
-from .models import create_model, resolve_memory_format, set_memory_format
-from .models.layout import has_conv2d
+from ..accel.allocator import allocator_description
+from ..attacks import PGD
+from ..defense import AdversarialPnml
+from ..models import create_model, resolve_memory_format, set_memory_format
+from ..models.layout import has_conv2d
+from .hardware import bench_hardware, format_hardware
 
 #: name -> (architecture, its kwargs, input shape, batch on CPU, batch on GPU)
 CASES: dict[str, tuple[str, dict, tuple[int, ...], int, int]] = {
@@ -43,7 +45,7 @@ CASES: dict[str, tuple[str, dict, tuple[int, ...], int, int]] = {
 TOPK_CASE = ("madry_cnn", {"num_classes": 100}, (1, 28, 28), 32, 256)
 #: PGD's launch-bound case: one MNIST image and many steps, so the time is per-step overhead
 #: (Python, dispatch and, on a GPU, kernel launches) rather than arithmetic
-OVERHEAD_CASE = ("madry_cnn", {}, (1, 28, 28), 1, 50)
+OVERHEAD_CASE: tuple[str, dict[str, Any], tuple[int, ...], int, int] = ("madry_cnn", {}, (1, 28, 28), 1, 50)
 
 
 def loop_over_hypotheses(model: nn.Module, x: torch.Tensor, refine_eps: float) -> torch.Tensor:
@@ -59,8 +61,8 @@ def loop_over_hypotheses(model: nn.Module, x: torch.Tensor, refine_eps: float) -
         refined = (x - refine_eps * grad.sign()).clamp(0, 1)
         with torch.no_grad():
             log_p.append(F.log_softmax(model(refined), 1)[:, label])
-    log_p = torch.stack(log_p, 1)
-    return log_p - log_p.logsumexp(1, keepdim=True)
+    stacked = torch.stack(log_p, 1)
+    return stacked - stacked.logsumexp(1, keepdim=True)
 
 
 def loop_over_samples(model: nn.Module, x: torch.Tensor, refine_eps: float) -> torch.Tensor:
@@ -73,8 +75,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_rounds(fns: dict[str, Callable[[], Any] | tuple[Callable[[Any], Any], Callable[[], Any]]], device: torch.device,
-                   repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+def measure_rounds(
+    fns: Mapping[str, Callable[[], Any] | tuple[Callable[[Any], Any], Callable[[], Any]]],
+    device: torch.device,
+    repeats: int = 5,
+    warmup: int = 1,
+) -> dict[str, float]:
     """Median seconds of each function, measured in interleaved rounds (one run of each per round).
 
     On a shared or thermally throttled machine speed drifts over seconds; interleaving makes every
@@ -84,12 +90,17 @@ def measure_rounds(fns: dict[str, Callable[[], Any] | tuple[Callable[[Any], Any]
     times: dict[str, list[float]] = {name: [] for name in fns}
     entries = list(fns.items())
     for i in range(warmup + repeats):
-        for name, entry in entries[i % len(entries):] + entries[:i % len(entries)]:
-            fn, setup = entry if isinstance(entry, tuple) else (entry, None)
-            arg = setup() if setup is not None else None
+        for name, entry in entries[i % len(entries) :] + entries[: i % len(entries)]:
             _sync(device)
-            start = time.perf_counter()
-            fn(arg) if setup is not None else fn()
+            if isinstance(entry, tuple):  # (fn, setup): the setup's result is the argument, outside the timing
+                fn, setup = entry
+                arg = setup()
+                _sync(device)
+                start = time.perf_counter()
+                fn(arg)
+            else:
+                start = time.perf_counter()
+                entry()
             _sync(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
@@ -130,7 +141,9 @@ def floor_functions(model: nn.Module, x: torch.Tensor, hypotheses: int) -> dict[
     }
 
 
-def random_case(arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
+def random_case(
+    arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, device: torch.device
+) -> tuple[nn.Module, torch.Tensor]:
     """A model with seeded random weights (speed does not depend on them), in eval mode, and a
     random input batch; the caller's RNG state is left as it was."""
     with torch.random.fork_rng(devices=[]):
@@ -138,10 +151,21 @@ def random_case(arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, dev
         return create_model(arch, **kwargs).to(device).eval(), torch.rand(batch, *shape, device=device)
 
 
-def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch: int, device: torch.device,
-               repeats: int = 5, refine_eps: float = 0.1, loops: bool = True, pgd: bool = True,
-               top_ks: tuple[int, ...] = (1, 3, 5), memory_format: str = "auto",
-               log: Callable[[str], None] = print) -> dict[str, Any]:
+def bench_case(
+    name: str,
+    arch: str,
+    kwargs: dict,
+    shape: tuple[int, ...],
+    batch: int,
+    device: torch.device,
+    repeats: int = 5,
+    refine_eps: float = 0.1,
+    loops: bool = True,
+    pgd: bool = True,
+    top_ks: tuple[int, ...] = (1, 3, 5),
+    memory_format: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """All measurements of one model (random weights; speed does not depend on them).
 
     The defense, top-k and PGD run in ``memory_format`` (``"auto"``: channels_last for a conv model
@@ -159,16 +183,23 @@ def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch
         num_classes = model(x[:1]).shape[1]
     defense = AdversarialPnml(model, refine_eps, check_inputs=False)
     expanded = AdversarialPnml(model, refine_eps, check_inputs=False, gradient_mode="expanded")
-    tops = {k: AdversarialPnml(model, refine_eps, top_k=k, check_inputs=False) for k in (*[k for k in top_ks if k < num_classes], num_classes)}
+    tops = {
+        k: AdversarialPnml(model, refine_eps, top_k=k, check_inputs=False)
+        for k in (*[k for k in top_ks if k < num_classes], num_classes)
+    }
 
     def no_grad(fn):
         def run():
             with torch.no_grad():
                 return fn(x)
+
         return run
 
-    fns: dict[str, Any] = {"defense": no_grad(defense), "defense_expanded": no_grad(expanded),
-                           **{f"top{k}": no_grad(m) for k, m in tops.items()}}
+    fns: dict[str, Any] = {
+        "defense": no_grad(defense),
+        "defense_expanded": no_grad(expanded),
+        **{f"top{k}": no_grad(m) for k, m in tops.items()},
+    }
     for layout, m in layouts.items():
         fns[f"base_forward@{layout}"] = no_grad(m)
         fns.update({f"{part}@{layout}": fn for part, fn in floor_functions(m, x, num_classes).items()})
@@ -186,13 +217,19 @@ def bench_case(name: str, arch: str, kwargs: dict, shape: tuple[int, ...], batch
         row[f"{part}_by_layout_s"] = values
         if part != "defense":  # references: the fastest layout
             row[f"{part}_s"] = min(values.values())
-    row["floor_s"] = row["floor_forward_x_s"] + min(row["floor_vjp_batched_s"], row["floor_backward_expanded_s"]) + row["floor_forward_refined_s"]
+    row["floor_s"] = (
+        row["floor_forward_x_s"]
+        + min(row["floor_vjp_batched_s"], row["floor_backward_expanded_s"])
+        + row["floor_forward_refined_s"]
+    )
     row["defense_over_floor"] = row["defense_s"] / row["floor_s"]
     # The floor above pairs the one forward of x with the faster backward form; the expanded backward
     # needs its own forward of the N*H batch, so the floor an implementation can reach is the
     # cheaper of the two whole forms.
     row["form_floor_shared_s"] = row["floor_forward_x_s"] + row["floor_vjp_batched_s"] + row["floor_forward_refined_s"]
-    row["form_floor_expanded_s"] = row["floor_forward_expanded_s"] + row["floor_backward_expanded_s"] + row["floor_forward_refined_s"]
+    row["form_floor_expanded_s"] = (
+        row["floor_forward_expanded_s"] + row["floor_backward_expanded_s"] + row["floor_forward_refined_s"]
+    )
     row["defense_over_form_floor"] = row["defense_s"] / min(row["form_floor_shared_s"], row["form_floor_expanded_s"])
     row["defense_over_base"] = row["defense_s"] / row["base_forward_s"]
     for k in tops:
@@ -291,15 +328,23 @@ def bench_pgd_overhead(device: torch.device, repeats: int) -> dict[str, Any]:
     return out
 
 
-def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "cpu", threads: int | None = None,
-                  repeats: int = 5, batch: int | None = None, out: str | os.PathLike | None = None,
-                  log: Callable[[str], None] = print, loops: bool = True, memory_format: str = "auto",
-                  accel: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    cases: list[str] | None = None,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    repeats: int = 5,
+    batch: int | None = None,
+    out: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+    loops: bool = True,
+    memory_format: str = "auto",
+    accel: bool = False,
+) -> dict[str, Any]:
     """Benchmark the named cases (default: all of :data:`CASES` plus the 100-class top-k case), then
     PGD's launch-bound case (:func:`bench_pgd_overhead`) when any case runs PGD.
 
     ``loops=False`` skips the naive reference loops (the slow part), for a quick re-check. ``accel`` adds,
-    per case of :data:`CASES`, the hardware rows of :mod:`advpnml.hardware_bench` (FLOPs, TFLOP/s, peak
+    per case of :data:`CASES`, the hardware rows of :mod:`advpnml.bench.hardware` (FLOPs, TFLOP/s, peak
     fraction; bf16, channels_last and CUDA-graph variants) under ``result["hardware"]``.
     """
     device = torch.device(device)
@@ -311,7 +356,12 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
         raise ValueError(f"unknown benchmark case(s) {sorted(unknown)}; expected: {', '.join([*CASES, 'mnist_cnn_100'])}")
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "allocator": allocator_description(), "repeats": repeats, "seconds": 0.0, "rows": [],
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "allocator": allocator_description(),
+        "repeats": repeats,
+        "seconds": 0.0,
+        "rows": [],
     }
     start = time.perf_counter()
 
@@ -326,8 +376,21 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
         arch, kwargs, shape, cpu_batch, gpu_batch = TOPK_CASE if name == "mnist_cnn_100" else CASES[name]
         size = batch or (gpu_batch if device.type == "cuda" else cpu_batch)
         many = name == "mnist_cnn_100"
-        result["rows"].append(bench_case(name, arch, kwargs, shape, size, device, repeats, loops=loops and not many, pgd=not many,
-                                            memory_format=memory_format, log=log))
+        result["rows"].append(
+            bench_case(
+                name,
+                arch,
+                kwargs,
+                shape,
+                size,
+                device,
+                repeats,
+                loops=loops and not many,
+                pgd=not many,
+                memory_format=memory_format,
+                log=log,
+            )
+        )
         save()
     if any(name in CASES for name in names):
         result["pgd_overhead"] = bench_pgd_overhead(device, repeats)
@@ -335,7 +398,9 @@ def run_benchmark(cases: list[str] | None = None, device: str | torch.device = "
     for name in [n for n in names if n in CASES] if accel else []:
         arch, kwargs, shape, cpu_batch, gpu_batch = CASES[name]
         model, x = random_case(arch, kwargs, shape, batch or (gpu_batch if device.type == "cuda" else cpu_batch), device)
-        result.setdefault("hardware", []).append(bench_hardware(name, model, x, device, result["device"], repeats, measure_rounds, log=log))
+        result.setdefault("hardware", []).append(
+            bench_hardware(name, model, x, device, result["device"], repeats, measure_rounds, log=log)
+        )
         save()
     return result
 
@@ -346,24 +411,28 @@ def _number(v: float | None) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """The benchmark as a Markdown table (times in ms, ratios as x)."""
+
     def ms(v):
         return "-" if v is None else f"{1e3 * v:.1f}"
 
     def ratio(v):
         return "-" if v is None else f"{v:.2f}x"
 
-    lines = [f"device: {result['device']}, {result['threads']} threads, torch {result['torch']}, median of {result['repeats']}, "
-             f"CPU allocator: {result.get('allocator', 'default')}",
-             "",
-             "| model | layout | batch x C | base fwd ms | defense ms | floor ms | defense / floor | defense / its form's floor | "
-             "vs loop over hypotheses | vs per-sample loop | top-1 / top-3 / top-5 speed-up | PGD-10 img/s ours | torchattacks | "
-             "ours / theirs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"device: {result['device']}, {result['threads']} threads, torch {result['torch']}, median of {result['repeats']}, "
+        f"CPU allocator: {result.get('allocator', 'default')}",
+        "",
+        "| model | layout | batch x C | base fwd ms | defense ms | floor ms | defense / floor | defense / its form's floor | "
+        "vs loop over hypotheses | vs per-sample loop | top-1 / top-3 / top-5 speed-up | PGD-10 img/s ours | torchattacks | "
+        "ours / theirs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         tops = " / ".join(ratio(r.get(f"top{k}_speedup")) for k in (1, 3, 5))
         theirs = r.get("pgd_torchattacks_img_per_s")
         lines.append(
-            f"| {r['model']} | {r.get('memory_format', 'contiguous')} | {r['batch']} x {r['classes']} | {ms(r['base_forward_s'])} | {ms(r['defense_s'])} | {ms(r['floor_s'])} | "
+            f"| {r['model']} | {r.get('memory_format', 'contiguous')} | {r['batch']} x {r['classes']} | "
+            f"{ms(r['base_forward_s'])} | {ms(r['defense_s'])} | {ms(r['floor_s'])} | "
             f"{ratio(r['defense_over_floor'])} | {ratio(r.get('defense_over_form_floor'))} | "
             f"{ratio(r.get('speedup_vs_loop_hypotheses'))} | {ratio(r.get('speedup_vs_loop_samples'))} | "
             f"{tops} | {_number(r.get('pgd_ours_img_per_s'))} | {_number(theirs)} | "
@@ -371,10 +440,19 @@ def format_table(result: dict[str, Any]) -> str:
         )
     o = result.get("pgd_overhead")
     if o:
-        theirs = (f"torchattacks {ms(o['torchattacks_s'])} ms, {o['torchattacks_ops_per_call']} ops; "
-                  f"ours / theirs {ratio(o['ours_over_torchattacks'])}") if "torchattacks_s" in o else "torchattacks not installed"
-        lines += ["", f"PGD-{o['steps']} launch-bound ({o['model']}, batch {o['batch']}; time per call, operators dispatched per call): "
-                      f"ours {ms(o['ours_s'])} ms, {o['ours_ops_per_call']} ops; {theirs}"]
+        theirs = (
+            (
+                f"torchattacks {ms(o['torchattacks_s'])} ms, {o['torchattacks_ops_per_call']} ops; "
+                f"ours / theirs {ratio(o['ours_over_torchattacks'])}"
+            )
+            if "torchattacks_s" in o
+            else "torchattacks not installed"
+        )
+        lines += [
+            "",
+            f"PGD-{o['steps']} launch-bound ({o['model']}, batch {o['batch']}; time per call, operators dispatched per call): "
+            f"ours {ms(o['ours_s'])} ms, {o['ours_ops_per_call']} ops; {theirs}",
+        ]
     if result.get("hardware"):
         lines += ["", format_hardware(result["hardware"], result["device"])]
     return "\n".join(lines)

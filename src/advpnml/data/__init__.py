@@ -1,13 +1,13 @@
 """Datasets by name: ``load_dataset("mnist5k", "test")``. Inputs in [0, 1] (toy2d: unbounded 2-D points)."""
+
 from __future__ import annotations
 
 import os
 
 import torch
-from torch.utils.data import Dataset, Subset
 
 from .cifar10 import cifar10
-from .dataset import DatasetInfo, LabeledTensors, dataset_bounds
+from .dataset import DatasetInfo, InfoSubset, LabeledDataset, LabeledTensors, as_tensors, dataset_bounds
 from .files import DataFileError
 from .imagenet import imagenet
 from .mnist import mnist, mnist5k
@@ -22,12 +22,13 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
     n: int | None = None,
-) -> Dataset:
+) -> LabeledDataset:
     """Load dataset ``name`` (one of :data:`DATASETS`); the result has an ``.info`` (:class:`DatasetInfo`).
 
     ``n`` keeps the first n samples (in-memory datasets are pre-shuffled with a fixed seed; folder
     datasets take n samples spread evenly over the sorted classes).
     """
+    dataset: LabeledDataset
     if name == "mnist5k":
         dataset = mnist5k(split)
     elif name == "toy2d":
@@ -45,10 +46,23 @@ def load_dataset(
             dataset = dataset.head(n)
         elif n < len(dataset):
             # Folder datasets are sorted by class: spread the n samples evenly so every class is seen.
-            info = dataset.info
-            dataset = Subset(dataset, torch.linspace(0, len(dataset) - 1, n).long().tolist())
-            dataset.info = info
+            dataset = InfoSubset(dataset, torch.linspace(0, len(dataset) - 1, n).long().tolist())
     return dataset
 
 
-__all__ = ["DATASETS", "DataFileError", "DatasetInfo", "LabeledTensors", "dataset_bounds", "load_dataset", "cifar10", "imagenet", "mnist", "mnist5k", "toy2d"]
+__all__ = [
+    "DATASETS",
+    "DataFileError",
+    "DatasetInfo",
+    "InfoSubset",
+    "LabeledDataset",
+    "LabeledTensors",
+    "as_tensors",
+    "dataset_bounds",
+    "load_dataset",
+    "cifar10",
+    "imagenet",
+    "mnist",
+    "mnist5k",
+    "toy2d",
+]

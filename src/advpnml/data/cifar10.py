@@ -1,4 +1,5 @@
 """CIFAR-10 from the ``cifar-10-batches-py`` pickles, read directly (no torchvision, no MD5 check)."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ class _BatchUnpickler(pickle.Unpickler):
             return self._dtype
         if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes: latin-1 text encoded back
             return self._latin1
-        raise DataFileError(f"{self.path} is not a CIFAR-10 batch: it names {module}.{name}, which a batch never does "
-                            "(refused unread)")
+        raise DataFileError(
+            f"{self.path} is not a CIFAR-10 batch: it names {module}.{name}, which a batch never does (refused unread)"
+        )
 
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
         if subtype is not np.ndarray or not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
@@ -80,8 +82,17 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             batch = _BatchUnpickler(f, path, size).load()
         except DataFileError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-                MemoryError, RecursionError) as err:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+            MemoryError,
+            RecursionError,
+        ) as err:
             raise DataFileError(f"{path} is not a readable CIFAR-10 batch: {str(err)[:160] or type(err).__name__}") from None
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise DataFileError(f"{path} is not a CIFAR-10 batch (expected a dict with 'data' and 'labels')")
@@ -92,8 +103,10 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DataFileError(f"{path} is not a CIFAR-10 batch: data {data.shape} (expected (N, 3072))")
     if data.dtype != np.uint8:
         span = f" in [{data.min():.4g}, {data.max():.4g}]" if data.size else ""
-        raise DataFileError(f"{path}: 'data' holds {data.dtype} values{span}; a CIFAR-10 batch holds uint8 pixels 0-255 "
-                            "(reading it as such would give wrong images)")
+        raise DataFileError(
+            f"{path}: 'data' holds {data.dtype} values{span}; a CIFAR-10 batch holds uint8 pixels 0-255 "
+            "(reading it as such would give wrong images)"
+        )
     if isinstance(labels, np.ndarray):
         ok = labels.ndim == 1 and labels.dtype.kind in "iu"
     else:

@@ -1,11 +1,12 @@
 """Locating dataset files on disk and fetching them when a network exists."""
+
 from __future__ import annotations
 
 import os
 import shutil
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class DataFileError(FileNotFoundError, ValueError):

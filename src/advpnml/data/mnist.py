@@ -1,4 +1,5 @@
 """MNIST: the embedded 5,000-image subset (no download) and the full set from its IDX files."""
+
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,10 @@ from .files import DataFileError, download_file, find_file
 MNIST_INFO = DatasetInfo("mnist", 10, (1, 28, 28), (0.0, 1.0), tuple(str(d) for d in range(10)))
 MNIST5K_INFO = DatasetInfo("mnist5k", 10, (1, 28, 28), (0.0, 1.0), tuple(str(d) for d in range(10)))
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _SUBDIRS = ("", "MNIST/raw", "mnist/MNIST/raw", "raw", "mnist")
 MNIST5K_TEST_PER_CLASS = 100
 
@@ -85,8 +89,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataFileError(f"{path} cannot be read: {err}") from None
     if len(data) != count:
         problem = "is truncated" if len(data) < count else "has data past its declared size"
-        raise DataFileError(f"{path} {problem}: header says {shape}, found {min(len(data), count)}"
-                            f"{'+' if len(data) > count else ''} values")
+        raise DataFileError(
+            f"{path} {problem}: header says {shape}, found {min(len(data), count)}{'+' if len(data) > count else ''} values"
+        )
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
@@ -113,7 +118,9 @@ def mnist(split: str = "test", data_dir: str | os.PathLike | None = None, downlo
         paths.append(path)
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or labels.ndim != 1:
-        raise DataFileError(f"{paths[0]} and {paths[1]} are not MNIST images and labels: shapes {images.shape} and {labels.shape}")
+        raise DataFileError(
+            f"{paths[0]} and {paths[1]} are not MNIST images and labels: shapes {images.shape} and {labels.shape}"
+        )
     if len(images) != len(labels):
         raise DataFileError(f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels")
     check_class_labels(torch.from_numpy(labels.astype(np.int64)), MNIST_INFO, str(paths[1]))

@@ -1,4 +1,5 @@
 """The paper's 2-D synthetic data (Sec. 4.2): label 0 ~ N(0, 0.01 I), label 1 ~ N(M, 0.01 I), M uniform on a circle of radius 2."""
+
 from __future__ import annotations
 
 import math

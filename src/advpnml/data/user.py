@@ -5,6 +5,7 @@ any model runs: ``x`` of shape (N, ...) in [0, 1] (uint8 pixels 0-255 are scaled
 of each. The class count is the largest label + 1 until a model says more (:func:`advpnml.jobs.make_run` checks
 that the model has a logit for every label).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .dataset import DatasetInfo, LabeledTensors
+from .dataset import DatasetInfo, InfoSubset, LabeledDataset, LabeledTensors
 from .files import DataFileError
 
 #: image files an image folder may hold (one subfolder per class)
@@ -83,13 +84,17 @@ def read_data_file(path: str | os.PathLike, image_size: int | None = None) -> La
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for corrupt or unsafe files
-            raise DataFileError(f"{path} cannot be read with weights_only=True: {str(err).strip().splitlines()[0][:120]}") from None
+            raise DataFileError(
+                f"{path} cannot be read with weights_only=True: {str(err).strip().splitlines()[0][:120]}"
+            ) from None
         keys = list(payload) if isinstance(payload, dict) else []
         arrays = {key: payload[key] for key in keys if key in ("x", "y")}
     else:
         raise DataFileError(f"{path}: expected a .npz or .pt file (or an image folder), got {path.suffix or 'no suffix'}")
     if set(arrays) != {"x", "y"}:
-        raise DataFileError(f"{path} must hold arrays 'x' (N, C, H, W) and 'y' (N,), found: {', '.join(map(str, keys)) or 'nothing'}")
+        raise DataFileError(
+            f"{path} must hold arrays 'x' (N, C, H, W) and 'y' (N,), found: {', '.join(map(str, keys)) or 'nothing'}"
+        )
     return tensors_dataset(arrays["x"], arrays["y"], name=path.stem, source=str(path), image=True)
 
 
@@ -102,8 +107,12 @@ def image_folder(root: str | os.PathLike, image_size: int | None) -> LabeledTens
     if image_size is None or image_size < 1:
         raise DataFileError(f"{root} is an image folder: pass --image-size (the side the model takes, e.g. 32 or 224)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files = [(f, label) for label, name in enumerate(classes) for f in sorted((root / name).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        (f, label)
+        for label, name in enumerate(classes)
+        for f in sorted((root / name).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not files:
         raise DataFileError(f"{root} holds no images in class subfolders (expected {root}/<class>/<image>.png)")
     images = []
@@ -127,7 +136,7 @@ def _center_square(img: Any, size: int) -> Any:
 
     scale = size / min(img.size)
     w, h = max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale))
-    img = img.resize((w, h), Image.BILINEAR)
+    img = img.resize((w, h), Image.Resampling.BILINEAR)
     left, top = (w - size) // 2, (h - size) // 2
     return img.crop((left, top, left + size, top + size))
 
@@ -136,20 +145,28 @@ class DatasetView(Dataset):
     """A user's torch ``Dataset`` as the evaluation reads it: inputs as float tensors, labels as ints, an ``.info``
     from its first sample and its labels (``targets`` where the dataset has them, else read once)."""
 
-    def __init__(self, dataset: Dataset, name: str | None = None) -> None:
+    def __init__(self, dataset: Any, name: str | None = None) -> None:
         self.dataset = dataset
         if not len(dataset):
             raise ValueError("the dataset is empty")
         x0, _ = self._sample(0)
         targets = getattr(dataset, "targets", None)
-        labels = [int(t) for t in targets] if targets is not None and len(targets) == len(dataset) else \
-            [int(self._sample(i)[1]) for i in range(len(dataset))]
+        labels = (
+            [int(t) for t in targets]
+            if targets is not None and len(targets) == len(dataset)
+            else [int(self._sample(i)[1]) for i in range(len(dataset))]
+        )
         if min(labels) < 0:
             raise ValueError(f"the dataset has a negative label ({min(labels)})")
         classes = getattr(dataset, "classes", None)
         count = max(len(classes) if classes is not None else 0, max(labels) + 1, 2)
-        self.info = DatasetInfo(name or type(dataset).__name__, count, tuple(x0.shape), (0.0, 1.0),
-                                tuple(map(str, classes)) if classes is not None else None)
+        self.info = DatasetInfo(
+            name or type(dataset).__name__,
+            count,
+            tuple(x0.shape),
+            (0.0, 1.0),
+            tuple(map(str, classes)) if classes is not None else None,
+        )
 
     def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         item = self.dataset[index]
@@ -166,8 +183,9 @@ class DatasetView(Dataset):
         return self._sample(index)
 
 
-def as_dataset(data: Any, n: int | None = None, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
-               split: str = "test") -> Dataset:
+def as_dataset(
+    data: Any, n: int | None = None, data_dir: str | os.PathLike | None = None, image_size: int | None = None, split: str = "test"
+) -> LabeledDataset:
     """Any data form :func:`advpnml.evaluate` takes, as a dataset with an ``.info``, cut to its first ``n`` samples:
     an ``(x, y)`` pair, a torch ``Dataset``, a dataset name (:data:`advpnml.data.DATASETS`), or a path."""
     from . import DATASETS, load_dataset
@@ -177,7 +195,7 @@ def as_dataset(data: Any, n: int | None = None, data_dir: str | os.PathLike | No
     if isinstance(data, (str, os.PathLike)):
         if not Path(data).exists():
             raise DataFileError(f"data {str(data)!r} is neither a dataset name ({', '.join(DATASETS)}) nor a file or folder")
-        dataset: Dataset = read_data_file(data, image_size)
+        dataset: LabeledDataset = read_data_file(data, image_size)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         dataset = tensors_dataset(*data)
     elif isinstance(data, LabeledTensors) or hasattr(data, "info"):
@@ -185,16 +203,15 @@ def as_dataset(data: Any, n: int | None = None, data_dir: str | os.PathLike | No
     elif isinstance(data, Dataset):
         dataset = DatasetView(data)
     else:
-        raise ValueError(f"data must be an (x, y) pair, a torch Dataset, a dataset name ({', '.join(DATASETS)}) or a "
-                         f"file path, got {type(data).__name__}")
+        raise ValueError(
+            f"data must be an (x, y) pair, a torch Dataset, a dataset name ({', '.join(DATASETS)}) or a "
+            f"file path, got {type(data).__name__}"
+        )
     if n is not None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if isinstance(dataset, LabeledTensors):
             dataset = dataset.head(n)
         elif n < len(dataset):
-            from torch.utils.data import Subset
-
-            info, dataset = dataset.info, Subset(dataset, range(n))
-            dataset.info = info
+            dataset = InfoSubset(dataset, range(n))
     return dataset

@@ -11,12 +11,13 @@ of that one graph (cotangent ``softmax - onehot(y_i)``, batched with ``is_grads_
 forward of the N*H refined inputs. Batches larger than the memory budget are cut into chunks with
 the same result. On CPU two process-level settings matter as much (``results/README.md``): a
 channels-last model (:func:`advpnml.models.use_memory_format`) and glibc's allocator tuned so the
-N*H tensors are not page-faulted in on every call (:func:`advpnml.allocator.tune_cpu_allocator`);
+N*H tensors are not page-faulted in on every call (:func:`advpnml.accel.allocator.tune_cpu_allocator`);
 the command line does both. The refinement direction
 ``sign(grad)`` is piecewise constant, so the refined input is written ``x + delta.detach()``: its
 gradient w.r.t. ``x`` is the identity. That is the paper's BPDA (Sec. 5.1), made explicit, so
 any gradient attack run on this module is the paper's adaptive attack.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,10 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import BPDA_MODES, SECOND_ORDER, DefenseSpec
-from .modes import frozen_parameters
+from ..config import BPDA_MODES, SECOND_ORDER, DefenseSpec
+from ..modes import frozen_parameters
+from ..validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 from .second_order import refine_through_gradient
-from .validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 
 #: log-probability given to labels outside the top-k hypotheses: exp() of it is exactly 0 in
 #: float32 and float64, yet it stays finite so losses and gradients never see inf or NaN.
@@ -84,7 +85,7 @@ class AdversarialPnml(nn.Module):
             ``clamp(x + step.detach())`` with the clamp to ``bounds`` left in the graph, so pixels the
             refinement pushes out of the box get zero gradient (``--protocol paper``). ``"second-order-*"``:
             the refinement differentiated through the gradient it steps along (Appendix B, eq. 15;
-            :mod:`advpnml.second_order`). Same forward.
+            :mod:`advpnml.defense.second_order`). Same forward.
 
     ``forward`` returns log q, shape (N, C), so the defended model is itself a classifier that
     every attack in :mod:`advpnml.attacks` runs against unchanged.
@@ -129,13 +130,15 @@ class AdversarialPnml(nn.Module):
         self._bytes_per_input: dict[tuple, int] = {}
 
     @classmethod
-    def from_spec(cls, model: nn.Module, spec: DefenseSpec, bounds: tuple[float, float] | None = (0.0, 1.0),
-                  **options) -> "AdversarialPnml":
+    def from_spec(
+        cls, model: nn.Module, spec: DefenseSpec, bounds: tuple[float, float] | None = (0.0, 1.0), **options
+    ) -> AdversarialPnml:
         """The defense a :class:`~advpnml.config.DefenseSpec` describes (a preset's ``[defense]`` table, ``--lam``);
         ``options``: the keyword arguments of :class:`AdversarialPnml` that are not settings (``check_inputs``, ...)."""
         return cls(model, spec.refine_eps, spec.refine_steps, top_k=spec.top_k, bounds=bounds, bpda=spec.bpda, **options)
 
     def extra_repr(self) -> str:
+        """Lambda, steps, step size, top-k, bounds and (when not the identity) the backward, for ``print(defense)``."""
         return (
             f"refine_eps={self.refine_eps:g}, refine_steps={self.refine_steps}, step_size={self.step_size:g}, "
             f"top_k={self.top_k}, bounds={self.bounds}" + (f", bpda={self.bpda}" if self.bpda != "identity" else "")
@@ -177,8 +180,12 @@ class AdversarialPnml(nn.Module):
         # Excluded labels are masked after normalizing over the refined ones: the refined labels' log q are <= 0 with
         # a maximum >= -log H, so an excluded label can never win, whatever the logits' scale.
         excluded = torch.full((n, num_classes), EXCLUDED_LOG_PROB, dtype=log_p_own.dtype, device=x.device)
-        return PnmlOutput(log_q=excluded.scatter(1, labels, log_p_own - regret.unsqueeze(1)),
-                          log_p=excluded.scatter(1, labels, log_p_own), regret=regret, labels=labels)
+        return PnmlOutput(
+            log_q=excluded.scatter(1, labels, log_p_own - regret.unsqueeze(1)),
+            log_p=excluded.scatter(1, labels, log_p_own),
+            regret=regret,
+            labels=labels,
+        )
 
     def _empty_output(self, x: torch.Tensor) -> PnmlOutput:
         """The (0, C) output of an empty batch (C from the model, on the empty batch itself if it is not known yet)."""
@@ -187,24 +194,31 @@ class AdversarialPnml(nn.Module):
                 self.num_classes = self._checked_logits(self.model(x), 0).shape[1]
         empty = x.new_zeros((0, self.num_classes))
         h = self.num_classes if self.top_k is None else self.top_k
-        return PnmlOutput(log_q=empty, log_p=empty, regret=x.new_zeros(0), labels=torch.zeros(0, h, dtype=torch.long, device=x.device))
+        return PnmlOutput(
+            log_q=empty, log_p=empty, regret=x.new_zeros(0), labels=torch.zeros(0, h, dtype=torch.long, device=x.device)
+        )
 
     def _check_dtype(self, x: torch.Tensor) -> None:
         """Inputs in the model's floating dtype: a float64 or half batch to a float32 model is a one-line error."""
         param = next((p for p in self.model.parameters() if p.is_floating_point()), None)
         if param is not None and param.dtype != x.dtype:
-            raise ValueError(f"x has dtype {x.dtype} but the model's parameters are {param.dtype}; convert one of them "
-                             f"(e.g. x.to({param.dtype}))")
+            raise ValueError(
+                f"x has dtype {x.dtype} but the model's parameters are {param.dtype}; convert one of them "
+                f"(e.g. x.to({param.dtype}))"
+            )
 
-    def refine(self, x: torch.Tensor, labels: torch.Tensor, _shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def refine(
+        self, x: torch.Tensor, labels: torch.Tensor, _shared: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Eq. 9 for every (sample, hypothesis) pair: returns refined inputs of shape (N, H, ...).
 
         ``labels`` is (N, H). The returned tensor is ``x + delta`` with ``delta`` detached, so its
         gradient w.r.t. ``x`` is the identity (BPDA) while its value is the refined input.
         """
         if self._second_order(x):
-            return refine_through_gradient(self.model, x, labels, self.step_size, self.refine_steps, self.refine_eps, self.bounds,
-                                           self.bpda)
+            return refine_through_gradient(
+                self.model, x, labels, self.step_size, self.refine_steps, self.refine_eps, self.bounds, self.bpda
+            )
         n, h = labels.shape
         flat_shape = (n * h, *x.shape[1:])
         start = x.detach().unsqueeze(1).expand(n, h, *x.shape[1:]).reshape(flat_shape)
@@ -225,8 +239,8 @@ class AdversarialPnml(nn.Module):
                     current = current.clamp(*self.bounds)
         if self.bpda == "clamp" and self.bounds is not None:
             # The last step's clamp stays in the graph: its value is ``current``, its gradient 0 where it saturates.
-            step = (unclamped - start).detach().view(n, h, *x.shape[1:])
-            return (x.unsqueeze(1) + step).clamp(*self.bounds)
+            moved = (unclamped - start).detach().view(n, h, *x.shape[1:])
+            return (x.unsqueeze(1) + moved).clamp(*self.bounds)
         delta = (current - start).detach().view(n, h, *x.shape[1:])
         return x.unsqueeze(1) + delta
 
@@ -234,7 +248,7 @@ class AdversarialPnml(nn.Module):
         """Whether this call differentiates the refinement itself (an attack's forward with a second-order backward)."""
         return self.bpda in SECOND_ORDER and torch.is_grad_enabled() and x.requires_grad
 
-    def with_backward(self, bpda: str) -> "AdversarialPnml":
+    def with_backward(self, bpda: str) -> AdversarialPnml:
         """The same defense (same model, same forward) with another backward through the refinement: what an attack
         column with ``backward = ...`` runs against (:data:`advpnml.config.BPDA_MODES`)."""
         if bpda not in BPDA_MODES:
@@ -243,8 +257,9 @@ class AdversarialPnml(nn.Module):
         other.bpda = bpda
         return other
 
-    def _shared_first_gradients(self, x: torch.Tensor, labels: torch.Tensor,
-                                shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def _shared_first_gradients(
+        self, x: torch.Tensor, labels: torch.Tensor, shared: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """(N, H, ...) gradients of CE(f(x), y_i) w.r.t. x for every hypothesis, from one forward of x.
 
         d CE / d logits = softmax(logits) - onehot(y_i): H cotangents of the same graph, so the H input
@@ -264,8 +279,9 @@ class AdversarialPnml(nn.Module):
         grads = []
         for i in range(0, h, per_chunk):
             last = i + per_chunk >= h
-            (g,) = torch.autograd.grad(logits, x, grad_outputs=cotangents[i : i + per_chunk], is_grads_batched=True,
-                                       retain_graph=not last)
+            (g,) = torch.autograd.grad(
+                logits, x, grad_outputs=cotangents[i : i + per_chunk], is_grads_batched=True, retain_graph=not last
+            )
             grads.append(g)
         return torch.cat(grads).transpose(0, 1)
 
@@ -343,20 +359,26 @@ class AdversarialPnml(nn.Module):
         if logits.dim() != 2:
             raise ValueError(f"model must return logits of shape (N, C), got shape {tuple(logits.shape)}")
         if logits.shape[0] != rows:
-            raise ValueError(f"model returned {logits.shape[0]} rows of logits for {rows} inputs; it must return one row per input")
+            raise ValueError(
+                f"model returned {logits.shape[0]} rows of logits for {rows} inputs; it must return one row per input"
+            )
         if logits.shape[1] < 2:
             raise ValueError(f"model must return at least 2 logits per input (one per class), got {logits.shape[1]}")
         if self.num_classes is not None and logits.shape[1] != self.num_classes:
-            raise ValueError(f"model returned {logits.shape[1]} classes after {self.num_classes} on an earlier call; "
-                             "the defense needs the same classes on every call")
+            raise ValueError(
+                f"model returned {logits.shape[1]} classes after {self.num_classes} on an earlier call; "
+                "the defense needs the same classes on every call"
+            )
         return logits
 
     @staticmethod
     def _input_dependent(logits: torch.Tensor) -> torch.Tensor:
         """``logits`` if they depend on the input; the refinement (eq. 9) needs their gradient."""
         if not logits.requires_grad:
-            raise ValueError("the model's logits do not depend on its input (no gradient reaches it): the refinement of "
-                             "eq. 9 steps along that gradient; is the model constant, or run under torch.no_grad inside?")
+            raise ValueError(
+                "the model's logits do not depend on its input (no gradient reaches it): the refinement of "
+                "eq. 9 steps along that gradient; is the model constant, or run under torch.no_grad inside?"
+            )
         return logits
 
 

@@ -14,6 +14,7 @@ Surrogates (:data:`advpnml.config.SECOND_ORDER`), each written as the derivative
 - ``second-order-tanh``: ``tanh(g / tau)`` with ``tau`` the mean ``|g|`` of the input (scale-free);
 - ``second-order-normalized``: ``sqrt(d) * g / ||g||_2``, the l2-normalized gradient at the scale of ``sign``.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,16 @@ class _SignNormalized(torch.autograd.Function):
 SURROGATES = {"second-order-ste": _SignSTE, "second-order-tanh": _SignTanh, "second-order-normalized": _SignNormalized}
 
 
-def refine_through_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, step_size: float, steps: int,
-                            radius: float, bounds: tuple[float, float] | None, surrogate: str) -> torch.Tensor:
+def refine_through_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    step_size: float,
+    steps: int,
+    radius: float,
+    bounds: tuple[float, float] | None,
+    surrogate: str,
+) -> torch.Tensor:
     """Eq. 9 for every (sample, hypothesis) pair as a differentiable function of ``x``: (N, H, ...) refined inputs whose
     backward runs through each step's gradient (a Hessian-vector product per hypothesis) and the ``surrogate``'s
     derivative for ``sign``; the clip to ``bounds`` passes the gradient unchanged (as our identity BPDA does)."""

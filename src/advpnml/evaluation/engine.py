@@ -12,28 +12,31 @@ The protocol (AutoAttack's habits, the paper's Table 1 columns):
   resumes after the last complete batch, and each batch's attack seed derives from the run
   seed and the batch's first sample index, so a resumed run equals an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .attacks import REFERENCE_ATTACKS, Attack, create_attack
-from .config import BPDA_MODES, AttackSpec, EvalSettings
-from .data import dataset_bounds
-from .defense import AdversarialPnml
-from .distributed import DistContext
-from .identity import run_identity
-from .lock import hold
-from .models.layout import use_memory_format
-from .precision import with_precision
+from ..accel.precision import with_precision
+from ..attacks import REFERENCE_ATTACKS, Attack, create_attack
+from ..config import BPDA_MODES, AttackSpec, EvalSettings
+from ..data import LabeledDataset, dataset_bounds
+from ..defense import AdversarialPnml
+from ..distributed import DistContext
+from ..identity import run_identity
+from ..lock import hold
+from ..models.layout import use_memory_format
+from ..runtime import Runtime
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
-from .runtime import Runtime
 
 
 def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
@@ -45,8 +48,10 @@ def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
         if backward not in BPDA_MODES:
             raise ValueError(f"attack column {spec.column!r}: backward must be one of {', '.join(BPDA_MODES)}, got {backward!r}")
         if spec.base or spec.defense != "direct":
-            raise ValueError(f"attack column {spec.column!r}: backward changes how the defense is differentiated; it needs "
-                             "base = false and defense = \"direct\"")
+            raise ValueError(
+                f"attack column {spec.column!r}: backward changes how the defense is differentiated; it needs "
+                'base = false and defense = "direct"'
+            )
     params = {"eps": eps, "bounds": bounds, **{k: v for k, v in spec.params.items() if k != "backward"}, "seed": seed}
     attack = create_attack(spec.attack, **params)
     if getattr(attack, "step_size", None) == 0:  # the library allows it (a pure random-start probe); a column never wants it
@@ -61,7 +66,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def evaluate(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: LabeledDataset,
     settings: EvalSettings,
     out_dir: str | os.PathLike | None = None,
     runtime: Runtime | None = None,
@@ -82,7 +87,7 @@ def evaluate(
 
     ``model`` is moved to ``runtime.device`` and, by ``runtime.memory_format`` (see
     :mod:`advpnml.models.layout`), to channels_last when it is convolutional and on CPU: same values,
-    faster there. ``runtime.precision="bf16"`` runs the classifier under bf16 autocast (:mod:`advpnml.precision`;
+    faster there. ``runtime.precision="bf16"`` runs the classifier under bf16 autocast (:mod:`advpnml.accel.precision`;
     the records header names it, so an fp32 run never resumes a bf16 one).
     """
     runtime = (runtime or Runtime()).for_rank()
@@ -96,12 +101,20 @@ def check_precision_for(settings: EvalSettings, precision: str) -> None:
     ``results/precision_agreement_cpu``: MNIST LeNet-5, 500 images, 57.6% of PGD-20 outcomes as in fp32, 73.8% vs
     31.4% robust), so a bf16 defense column would overstate the defense."""
     if precision != "fp32" and settings.defense is not None:
-        raise ValueError(f"--precision {precision} evaluates the base model only (add --no-defense): through the defense it "
-                         "weakened the adaptive attack (MNIST: 57.6% of outcomes as in fp32; results/precision_agreement_cpu)")
+        raise ValueError(
+            f"--precision {precision} evaluates the base model only (add --no-defense): through the defense it "
+            "weakened the adaptive attack (MNIST: 57.6% of outcomes as in fp32; results/precision_agreement_cpu)"
+        )
 
 
-def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_dir: str | os.PathLike | None,
-              runtime: Runtime, resume: bool) -> EvalResult:
+def _evaluate(
+    model: nn.Module,
+    dataset: LabeledDataset,
+    settings: EvalSettings,
+    out_dir: str | os.PathLike | None,
+    runtime: Runtime,
+    resume: bool,
+) -> EvalResult:
     start_wall = time.perf_counter()
     ctx, device, log = runtime.dist, runtime.device, runtime.log
     model = model.to(device).eval()
@@ -121,7 +134,9 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
     ctx.barrier()  # every rank has read the old files before any rank truncates or appends to its own
     store = None
     if out is not None:
-        store = RecordsFile(out / ("records.jsonl" if not ctx.enabled else f"records.rank{ctx.rank}.jsonl"), settings, resume, log, identity)
+        store = RecordsFile(
+            out / ("records.jsonl" if not ctx.enabled else f"records.rank{ctx.rank}.jsonl"), settings, resume, log, identity
+        )
     if done:
         log(f"resuming: {len(done)} samples already in {out}")
     n = len(dataset)
@@ -132,15 +147,30 @@ def _evaluate(model: nn.Module, dataset: Dataset, settings: EvalSettings, out_di
     tally(running, [done[i] for i in range(n) if i in done])
     bar = _progress(n if not ctx.enabled else sum(map(len, mine)), runtime.progress, ctx)
     bar.update(sum(1 for i in done if i < n) if not ctx.enabled else 0)
-    loader = DataLoader(Subset(dataset, [i for b in mine for i in b]), batch_size=settings.batch_size, shuffle=False)
+    loader = DataLoader(
+        Subset(cast(Dataset, dataset), [i for b in mine for i in b]), batch_size=settings.batch_size, shuffle=False
+    )
     for indices, (x, y) in zip(mine, loader):
         x, y = x.to(device), y.to(device)
         batch_seed = settings.seed * 1_000_003 + indices[0]
-        preds = _evaluate_batch(models, x, y, settings, bounds, batch_seed, timings,
-                                status=lambda key, first=indices[0]: bar.set_description_str(f"evaluate [{key} on {first}+]"))
-        records = [
-            {"index": i, "label": int(y[k]), "pred": {row: {c: int(p[k]) for c, p in cols.items()} for row, cols in preds["pred"].items()},
-             "queries": {key: int(q[k]) for key, q in preds["queries"].items()}, **({"flags": preds["flags"]} if preds["flags"] else {})}
+        preds = _evaluate_batch(
+            models,
+            x,
+            y,
+            settings,
+            bounds,
+            batch_seed,
+            timings,
+            status=partial(_describe, bar, indices[0]),
+        )
+        records: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "label": int(y[k]),
+                "pred": {row: {c: int(p[k]) for c, p in cols.items()} for row, cols in preds["pred"].items()},
+                "queries": {key: int(q[k]) for key, q in preds["queries"].items()},
+                **({"flags": preds["flags"]} if preds["flags"] else {}),
+            }
             for k, i in enumerate(indices)
         ]
         if store is not None:
@@ -184,7 +214,9 @@ def _sum_timings(parts: list[dict[str, float]]) -> dict[str, float]:
     return total
 
 
-def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Callable[[str], None] = lambda key: None) -> dict[str, dict]:
+def _evaluate_batch(
+    models, x, y, settings, bounds, seed, timings, status: Callable[[str], None] = lambda key: None
+) -> dict[str, dict]:
     """Every column of one batch: predictions per row, queries per sample, and batch-level attack flags.
 
     Without a cascade every attack sees the whole batch. With one, each row keeps the mask of samples
@@ -195,8 +227,10 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Calla
     flags: dict[str, dict[str, str]] = {}
 
     # every timed job of this batch: natural predictions, then each attack on its rows (a transfer's prediction included)
-    total = len(models) + sum(int(spec.base or spec.defense == "transfer") + int("defense" in models and spec.defense is not None)
-                              for spec in settings.attacks)
+    total = len(models) + sum(
+        int(spec.base or spec.defense == "transfer") + int("defense" in models and spec.defense is not None)
+        for spec in settings.attacks
+    )
     started = [0]
 
     def timed(key: str, fn: Callable[[], Any]) -> Any:
@@ -218,11 +252,13 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Calla
             adv = x.clone()
             if mask.any():
                 adv[mask] = timed(key, lambda: attack(target, x[mask], y[mask]))
-        if getattr(attack, "queries", None) is not None:
-            used = attack.queries.cpu()
+        spent = getattr(attack, "queries", None)  # black-box attacks count their queries, per sample
+        if spent is not None:
+            used = spent.cpu()
             queries[key] = used if mask is None else torch.zeros(len(y), dtype=used.dtype).masked_scatter(mask.cpu(), used)
-        if getattr(attack, "flags", None):
-            flags[key] = dict(attack.flags)
+        raised = getattr(attack, "flags", None)  # the reference AutoAttack's warnings
+        if raised:
+            flags[key] = dict(raised)
         return adv
 
     def predict_on(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -244,16 +280,17 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Calla
         if spec.base or spec.defense == "transfer":
             need = None
             if cascade:
-                need = (base_mask if spec.base else torch.zeros_like(base_mask))
-                if on_defense and spec.defense == "transfer":
+                need = alive["base"] if spec.base else torch.zeros_like(alive["base"])
+                if defense_mask is not None and spec.defense == "transfer":
                     need = need | defense_mask
             base_adv = attack_on(f"base/{spec.column}", spec, models["base"], need)
             if spec.base:
                 pred["base"][spec.column] = predict_on(models["base"], base_adv, base_mask)
         if on_defense:
             if spec.defense == "transfer":
-                pred["defense"][spec.column] = timed(f"defense/{spec.column}",
-                                                     lambda: predict_on(models["defense"], base_adv, defense_mask))
+                pred["defense"][spec.column] = timed(
+                    f"defense/{spec.column}", lambda: predict_on(models["defense"], base_adv, defense_mask)
+                )
             else:
                 target = models["defense"]
                 if spec.params.get("backward"):  # the same defense differentiated another way (second order: Appendix B)
@@ -264,7 +301,16 @@ def _evaluate_batch(models, x, y, settings, bounds, seed, timings, status: Calla
             for row in alive:
                 if spec.column in pred[row]:
                     alive[row] &= pred[row][spec.column] == y
-    return {"pred": {row: {c: p.cpu() for c, p in cols.items()} for row, cols in pred.items()}, "queries": queries, "flags": flags}
+    return {
+        "pred": {row: {c: p.cpu() for c, p in cols.items()} for row, cols in pred.items()},
+        "queries": queries,
+        "flags": flags,
+    }
+
+
+def _describe(bar: Any, first: int, key: str) -> None:
+    """Name on the progress bar the job running on the batch that starts at sample ``first``."""
+    bar.set_description_str(f"evaluate [{key} on {first}+]")
 
 
 def _progress(total: int, enabled: bool, ctx: DistContext):

@@ -12,18 +12,19 @@ is a pass / warn line with the numbers behind it:
 - outputs are logits (base) and log-probabilities (defense) where the losses assume so;
 - inputs outside the domain are rejected rather than silently attacked.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import BLACK_BOX, PGD, REFERENCE_ATTACKS
-from .config import DefenseSpec
-from .defense import AdversarialPnml
+from ..attacks import BLACK_BOX, PGD, REFERENCE_ATTACKS
+from ..config import DefenseSpec
+from ..defense import AdversarialPnml
 from .records import EvalResult
 
 
@@ -37,6 +38,7 @@ class Check:
     detail: str
 
     def line(self) -> str:
+        """The check as one printed line: ``[STATUS] row name: detail``."""
         return f"[{self.status.upper():4}] {self.row:<7} {self.name}: {self.detail}"
 
 
@@ -49,7 +51,9 @@ def _white_box(eps: float, steps: int, restarts: int, bounds, seed: int = 0) -> 
     return PGD(eps, steps, 2.5 * eps / steps, restarts=restarts, loss="margin", early_stop=True, bounds=bounds, seed=seed)
 
 
-def eps_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bounds, steps: int = 20) -> list[tuple[float, float]]:
+def eps_curve(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bounds, steps: int = 20
+) -> list[tuple[float, float]]:
     """White-box accuracy at 0.25, 0.5, 1, 2 and 4 times ``eps`` and, in a bounded domain, at its half-width: there
     every input can be moved onto the same image (the box's centre), so no more than the largest class's share of the
     samples can stay correct, whatever the model. Radii beyond the half-width are left out."""
@@ -72,9 +76,17 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
 
 
-def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, defense: DefenseSpec | None = None,
-                   result: EvalResult | None = None, bounds=(0.0, 1.0), steps: int = 20,
-                   log: Callable[[str], None] | None = None) -> list[Check]:
+def masking_checks(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    defense: DefenseSpec | None = None,
+    result: EvalResult | None = None,
+    bounds=(0.0, 1.0),
+    steps: int = 20,
+    log: Callable[[str], None] | None = None,
+) -> list[Check]:
     """Run the checklist on the base model and (with ``defense``) the defense it specifies, on the samples ``x, y``."""
     rows: dict[str, nn.Module] = {"base": model.eval()}
     if defense is not None:
@@ -91,51 +103,107 @@ def masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
             ceiling = reachable_ceiling(y)
             radius, left = curve[-1]
             if left > ceiling + tol:
-                checks.append(Check(row, "accuracy vs eps", "warn", f"{100 * left:.0f}% left at eps {radius:.3g}, where every input can "
-                                    f"be moved onto the same image so at most {100 * ceiling:.0f}% (the largest class) can stay correct "
-                                    f"({text}): the attack fails where it cannot fail; gradients may be masked"))
+                checks.append(
+                    Check(
+                        row,
+                        "accuracy vs eps",
+                        "warn",
+                        f"{100 * left:.0f}% left at eps {radius:.3g}, where every input can "
+                        f"be moved onto the same image so at most {100 * ceiling:.0f}% (the largest class) can stay correct "
+                        f"({text}): the attack fails where it cannot fail; gradients may be masked",
+                    )
+                )
             else:
-                checks.append(Check(row, "accuracy vs eps", "pass", f"{100 * left:.0f}% at eps {radius:.3g}, where at most "
-                                    f"{100 * ceiling:.0f}% (the largest class) can stay correct ({text})"))
+                checks.append(
+                    Check(
+                        row,
+                        "accuracy vs eps",
+                        "pass",
+                        f"{100 * left:.0f}% at eps {radius:.3g}, where at most "
+                        f"{100 * ceiling:.0f}% (the largest class) can stay correct ({text})",
+                    )
+                )
         elif curve[-1][1] > 0.05:
-            checks.append(Check(row, "accuracy vs eps", "warn", f"{100 * curve[-1][1]:.0f}% left at eps {curve[-1][0]:.3g} ({text}): "
-                                "an attack at 4x eps should reach ~0 on unbounded inputs; gradients may be masked"))
+            checks.append(
+                Check(
+                    row,
+                    "accuracy vs eps",
+                    "warn",
+                    f"{100 * curve[-1][1]:.0f}% left at eps {curve[-1][0]:.3g} ({text}): "
+                    "an attack at 4x eps should reach ~0 on unbounded inputs; gradients may be masked",
+                )
+            )
         else:
             checks.append(Check(row, "accuracy vs eps", "pass", f"falls to ~0 ({text})"))
         single = _accuracy(m, _white_box(eps, steps, 1, bounds)(m, x, y), y)
         double = _accuracy(m, _white_box(eps, 2 * steps, 2, bounds, seed=1)(m, x, y), y)
         status = "warn" if double < single - tol else "pass"
-        checks.append(Check(row, "doubling steps and restarts", status,
-                            f"{100 * single:.1f}% with {steps} steps x 1 -> {100 * double:.1f}% with {2 * steps} x 2"
-                            + ("; the attack had not converged: raise its budget" if status == "warn" else "")))
+        checks.append(
+            Check(
+                row,
+                "doubling steps and restarts",
+                status,
+                f"{100 * single:.1f}% with {steps} steps x 1 -> {100 * double:.1f}% with {2 * steps} x 2"
+                + ("; the attack had not converged: raise its budget" if status == "warn" else ""),
+            )
+        )
         zero = zero_gradient_fraction(m, x, y)
-        checks.append(Check(row, "zero input gradients", "warn" if zero > 0.01 else "pass",
-                            f"{100 * zero:.1f}% of inputs have an all-zero gradient"))
+        checks.append(
+            Check(
+                row,
+                "zero input gradients",
+                "warn" if zero > 0.01 else "pass",
+                f"{100 * zero:.1f}% of inputs have an all-zero gradient",
+            )
+        )
         with torch.no_grad():
             out = m(x)
         if row == "base":
-            looks_like_probs = bool(((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4))
-            checks.append(Check(row, "output type", "warn" if looks_like_probs else "pass",
-                                "outputs look like probabilities; cross-entropy on them masks gradients" if looks_like_probs
-                                else "logits (not normalized)"))
+            looks_like_probs = bool(
+                ((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4)
+            )
+            checks.append(
+                Check(
+                    row,
+                    "output type",
+                    "warn" if looks_like_probs else "pass",
+                    "outputs look like probabilities; cross-entropy on them masks gradients"
+                    if looks_like_probs
+                    else "logits (not normalized)",
+                )
+            )
         else:
             ok = torch.allclose(out.logsumexp(1), torch.zeros_like(out[:, 0]), atol=1e-4)
-            checks.append(Check(row, "output type", "pass" if ok else "warn",
-                                "log-probabilities (log q sums to 1)" if ok else "log q does not normalize"))
+            checks.append(
+                Check(
+                    row,
+                    "output type",
+                    "pass" if ok else "warn",
+                    "log-probabilities (log q sums to 1)" if ok else "log q does not normalize",
+                )
+            )
         if result is not None:
             checks.extend(_attack_order_checks(result, row))
             checks.extend(_reference_checks(result, row))
     if bounds is not None:
         outside = x + (bounds[1] - bounds[0]) * 2
         refused = []
-        for name, fn in (("defense", lambda: AdversarialPnml.from_spec(model, defense or DefenseSpec(0.0), bounds)(outside)),
-                         ("attack", lambda: _white_box(eps, 1, 1, bounds)(model, outside, y))):
+        for name, fn in (
+            ("defense", lambda: AdversarialPnml.from_spec(model, defense or DefenseSpec(0.0), bounds)(outside)),
+            ("attack", lambda: _white_box(eps, 1, 1, bounds)(model, outside, y)),
+        ):
             try:
                 fn()
             except ValueError:
                 refused.append(name)
-        checks.append(Check("both", "inputs outside the domain", "pass" if len(refused) == 2 else "warn",
-                            f"rejected by: {', '.join(refused) or 'nothing'}"))
+        checks.append(
+            Check(
+                "both",
+                "inputs outside the domain",
+                "pass" if len(refused) == 2 else "warn",
+                f"rejected by: {', '.join(refused) or 'nothing'}",
+            )
+        )
     if log is not None:
         for check in checks:
             log(check.line())
@@ -148,7 +216,9 @@ def _attack_order_checks(result: EvalResult, row: str) -> list[Check]:
     Not under a cascade: there a later attack only sees what earlier ones left, so the groups cannot be compared."""
     if result.settings.cascade:
         return []
-    specs = [s for s in result.settings.attacks if result.correct(row, s.column) is not None and s.attack not in REFERENCE_ATTACKS]
+    specs = [
+        s for s in result.settings.attacks if result.correct(row, s.column) is not None and s.attack not in REFERENCE_ATTACKS
+    ]
 
     def kind(spec) -> str:
         if spec.attack in BLACK_BOX:
@@ -173,16 +243,29 @@ def _attack_order_checks(result: EvalResult, row: str) -> list[Check]:
         missed = int((~result.robust_over(row, groups[other]) & white).sum())
         white_acc, other_acc = white.float().mean().item(), result.robust_over(row, groups[other]).float().mean().item()
         status = "warn" if white_acc > other_acc + max(1.0 / n, 0.01) else ("info" if missed else "pass")
-        out.append(Check(row, f"white-box vs {other}", status,
-                         f"white-box {100 * white_acc:.1f}% ({', '.join(groups['white-box'])}) vs {other} {100 * other_acc:.1f}% "
-                         f"({', '.join(groups[other])}); {missed} samples fooled only by {other}"))
+        out.append(
+            Check(
+                row,
+                f"white-box vs {other}",
+                status,
+                f"white-box {100 * white_acc:.1f}% ({', '.join(groups['white-box'])}) vs {other} {100 * other_acc:.1f}% "
+                f"({', '.join(groups[other])}); {missed} samples fooled only by {other}",
+            )
+        )
     return out
 
 
 #: AutoAttack's flags that cast doubt on a number. "dynamic" is expected of the defense (its forward
 #: computes input gradients: that is why the adaptive attacks through it are run at all): INFO there.
-_FLAG_STATUS = {"randomized": "warn", "probabilities": "warn", "square-after-gradients": "warn", "zero-gradients": "warn",
-                "classes": "warn", "dynamic": "warn", "other": "info"}
+_FLAG_STATUS = {
+    "randomized": "warn",
+    "probabilities": "warn",
+    "square-after-gradients": "warn",
+    "zero-gradients": "warn",
+    "classes": "warn",
+    "dynamic": "warn",
+    "other": "info",
+}
 
 
 def _reference_checks(result: EvalResult, row: str) -> list[Check]:
@@ -192,13 +275,23 @@ def _reference_checks(result: EvalResult, row: str) -> list[Check]:
         return []
     n = comparison["samples"]
     if not comparison["our_columns"]:
-        return [Check(row, "our attacks vs the reference AutoAttack", "info", "no attack of ours ran on this row: nothing to compare")]
+        return [
+            Check(row, "our attacks vs the reference AutoAttack", "info", "no attack of ours ran on this row: nothing to compare")
+        ]
     weaker = comparison["ours"] > comparison["reference"] + max(1.0 / n, 0.01)
-    detail = (f"ours {100 * comparison['ours']:.1f}% ({', '.join(comparison['our_columns'])}) vs reference "
-              f"{100 * comparison['reference']:.1f}%; {comparison['only_reference_breaks']} samples only the reference breaks, "
-              f"{comparison['only_ours_break']} only ours; both together {100 * comparison['both']:.1f}%")
-    checks = [Check(row, "our attacks vs the reference AutoAttack", "warn" if weaker else "pass",
-                    detail + ("; ours are weaker: report the per-sample worst case over both" if weaker else ""))]
+    detail = (
+        f"ours {100 * comparison['ours']:.1f}% ({', '.join(comparison['our_columns'])}) vs reference "
+        f"{100 * comparison['reference']:.1f}%; {comparison['only_reference_breaks']} samples only the reference breaks, "
+        f"{comparison['only_ours_break']} only ours; both together {100 * comparison['both']:.1f}%"
+    )
+    checks = [
+        Check(
+            row,
+            "our attacks vs the reference AutoAttack",
+            "warn" if weaker else "pass",
+            detail + ("; ours are weaker: report the per-sample worst case over both" if weaker else ""),
+        )
+    ]
     batches: dict[str, dict[str, set[int]]] = {}
     messages: dict[str, dict[str, None]] = {}  # per flag, its distinct messages in order (they carry per-batch numbers)
     for r in result.records:
@@ -214,10 +307,17 @@ def _reference_checks(result: EvalResult, row: str) -> list[Check]:
             expected = flag == "dynamic" and row == "defense"  # a plain model flagged dynamic is a real surprise
             note = " (expected of the defense: its forward computes input gradients)" if expected else ""
             status = "info" if expected else _FLAG_STATUS.get(flag, "info")
-            checks.append(Check(row, f"{column} flag: {flag}", status,
-                                f"in {len(where)} of {total} batches{note}: {' | '.join(messages[flag])}"))
+            checks.append(
+                Check(
+                    row,
+                    f"{column} flag: {flag}",
+                    status,
+                    f"in {len(where)} of {total} batches{note}: {' | '.join(messages[flag])}",
+                )
+            )
     return checks
 
 
 def checks_to_dicts(checks: list[Check]) -> list[dict[str, str]]:
+    """The checks as plain dicts (for ``results.json``)."""
     return [asdict(c) for c in checks]

@@ -5,12 +5,13 @@ from us (:data:`advpnml.config.PROTOCOLS`); each preset lists its choices in ``[
 with a ``note`` per column. This module lines up the two runs' Table 1 cells for one model, so a
 reader sees which number moves, by how much, and why.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .config import protocol_section
+from ..config import protocol_section
 from .records import EvalResult
 from .reporting import ROW_NAMES, pct
 
@@ -38,18 +39,21 @@ def table1_cells(result: EvalResult, entries: list[dict[str, Any]]) -> dict[str,
     return cells
 
 
-
 def comparison_markdown(results: dict[str, EvalResult], config: dict[str, Any]) -> str:
     """Markdown: each Table 1 cell under ``strict`` and ``paper``, the difference, and what moves it."""
     strict_entries = config.get("evaluation", {}).get("attacks", [])
     paper = protocol_section(config, "paper")
-    cells = {"strict": table1_cells(results["strict"], strict_entries),
-             "paper": table1_cells(results["paper"], paper["attacks"])}
+    cells = {"strict": table1_cells(results["strict"], strict_entries), "paper": table1_cells(results["paper"], paper["attacks"])}
     s = results["strict"].settings
-    lines = [f"# Table 1 under two protocols: {s.model}", "",
-             f"{s.dataset} {s.split}, {len(results['strict'].records)} samples, eps={s.eps:g}, lambda={s.refine_eps}. "
-             "strict: our attacks (best iterate, identity BPDA); paper: the official code's choices.", "",
-             "| Model | Cell | strict | paper protocol | paper minus strict |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Table 1 under two protocols: {s.model}",
+        "",
+        f"{s.dataset} {s.split}, {len(results['strict'].records)} samples, eps={s.eps:g}, lambda={s.refine_eps}. "
+        "strict: our attacks (best iterate, identity BPDA); paper: the official code's choices.",
+        "",
+        "| Model | Cell | strict | paper protocol | paper minus strict |",
+        "|---|---|---|---|---|",
+    ]
     for row in cells["strict"]:
         for cell in (*TABLE1, "Best attack"):
             a, b = cells["strict"][row].get(cell), cells["paper"].get(row, {}).get(cell)

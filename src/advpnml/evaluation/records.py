@@ -6,19 +6,21 @@ attacks spent, batch-level attack flags). Appended batch by batch and fsynced, s
 at most the batch in flight; under torchrun each rank appends to ``records.rank{r}.jsonl`` and rank 0
 merges them into the file a single process writes.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .attacks import REFERENCE_ATTACKS
-from .config import EvalSettings, only_the_path_changed
-from .identity import identity_changes
+from ..attacks import REFERENCE_ATTACKS
+from ..config import EvalSettings, only_the_path_changed
+from ..identity import identity_changes
 
 ROWS = ("base", "defense")
 
@@ -35,7 +37,7 @@ class EvalResult:
     timings: dict[str, float]
     #: how many samples ``timings`` cover (a resumed run times only what it ran); None: all records
     timed_samples: int | None = None
-    #: the gradient-masking checks run beside it (:func:`advpnml.masking.masking_checks`), when they ran
+    #: the gradient-masking checks run beside it (:func:`advpnml.evaluation.masking.masking_checks`), when they ran
     checks: list[Any] = field(default_factory=list)
 
     @property
@@ -44,9 +46,11 @@ class EvalResult:
         return len(self.records) if self.timed_samples is None else self.timed_samples
 
     def columns(self) -> list[str]:
+        """``Natural`` and every attack column, in the settings' order."""
         return ["Natural"] + [spec.column for spec in self.settings.attacks]
 
     def rows(self) -> list[str]:
+        """The rows the records hold: ``base``, and ``defense`` when it was evaluated."""
         return [row for row in ROWS if self.records and row in self.records[0]["pred"]] or ["base"]
 
     def correct(self, row: str, column: str) -> torch.Tensor | None:
@@ -79,15 +83,21 @@ class EvalResult:
             if not theirs:
                 continue
             ours_ok, theirs_ok = self.robust_over(row, ours), self.robust_over(row, ["Natural", *theirs])
-            out[row] = {"ours": ours_ok.float().mean().item(), "reference": theirs_ok.float().mean().item(),
-                        "both": (ours_ok & theirs_ok).float().mean().item(), "only_reference_breaks": int((ours_ok & ~theirs_ok).sum()),
-                        "only_ours_break": int((theirs_ok & ~ours_ok).sum()), "samples": len(self.records),
-                        "our_columns": [c for c in ours[1:] if self.correct(row, c) is not None], "reference_columns": theirs}
+            out[row] = {
+                "ours": ours_ok.float().mean().item(),
+                "reference": theirs_ok.float().mean().item(),
+                "both": (ours_ok & theirs_ok).float().mean().item(),
+                "only_reference_breaks": int((ours_ok & ~theirs_ok).sum()),
+                "only_ours_break": int((theirs_ok & ~ours_ok).sum()),
+                "samples": len(self.records),
+                "our_columns": [c for c in ours[1:] if self.correct(row, c) is not None],
+                "reference_columns": theirs,
+            }
         return out
 
     def accuracy(self) -> dict[str, dict[str, float | None]]:
         """{row: {column: accuracy or None, ..., "Best attack": worst-case accuracy}}."""
-        table = {}
+        table: dict[str, dict[str, float | None]] = {}
         for row in self.rows():
             table[row] = {}
             for column in self.columns():
@@ -111,7 +121,12 @@ class RunMismatchError(ValueError):
 
 def header_line(settings: EvalSettings, identity: dict[str, str] | None = None) -> bytes:
     """The first line of a records file: the settings, their digest and (when known) the run's identity."""
-    fields = {"type": "header", "digest": settings.digest(), "settings": asdict(settings), **({"identity": identity} if identity else {})}
+    fields = {
+        "type": "header",
+        "digest": settings.digest(),
+        "settings": asdict(settings),
+        **({"identity": identity} if identity else {}),
+    }
     return (json.dumps(fields, default=str) + "\n").encode()
 
 
@@ -124,8 +139,14 @@ class RecordsFile:
     file is set aside the same way and started afresh. Repairs and headers are written atomically.
     """
 
-    def __init__(self, path: Path, settings: EvalSettings, resume: bool = True, log: Callable[[str], None] = print,
-                 identity: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        settings: EvalSettings,
+        resume: bool = True,
+        log: Callable[[str], None] = print,
+        identity: dict[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.done: dict[int, dict[str, Any]] = {}
         header = header_line(settings, identity)
@@ -141,8 +162,10 @@ class RecordsFile:
                 aside = path.with_name(path.name + ".corrupt")
                 with open(aside, "ab") as f:
                     f.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in scan.corrupt))
-                log(f"warning: {path}: {len(scan.corrupt)} unreadable line(s) moved to {aside}; "
-                    f"{len(scan.done)} records kept, the rest will be redone")
+                log(
+                    f"warning: {path}: {len(scan.corrupt)} unreadable line(s) moved to {aside}; "
+                    f"{len(scan.done)} records kept, the rest will be redone"
+                )
             if scan.header is None or scan.corrupt or scan.cut or partial:
                 write_atomic(path, (scan.header or header) + b"".join(line for _, line in scan.good))
         else:
@@ -150,14 +173,17 @@ class RecordsFile:
             write_atomic(path, header)
 
     def append(self, records: list[dict[str, Any]]) -> None:
+        """Append ``records`` (one batch) and fsync: a killed run loses at most the batch in flight."""
         try:
             with open(self.path, "a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in records))
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as err:
-            raise ValueError(f"cannot append to {self.path}: {err.strerror or err}; the records before this batch are "
-                             "kept and a rerun resumes there") from None
+            raise ValueError(
+                f"cannot append to {self.path}: {err.strerror or err}; the records before this batch are "
+                "kept and a rerun resumes there"
+            ) from None
         for r in records:
             self.done[r["index"]] = r
 
@@ -193,8 +219,7 @@ def _partial_batches(done: dict[int, dict[str, Any]], settings: EvalSettings) ->
     if settings.n is None:
         return set()
     size = settings.batch_size
-    return {b for b in {i // size for i in done}
-            if not all(i in done for i in range(b * size, min((b + 1) * size, settings.n)))}
+    return {b for b in {i // size for i in done} if not all(i in done for i in range(b * size, min((b + 1) * size, settings.n)))}
 
 
 def scan_records(path: Path, settings: EvalSettings, identity: dict[str, str] | None = None) -> RecordsScan:
@@ -212,11 +237,15 @@ def scan_records(path: Path, settings: EvalSettings, identity: dict[str, str] | 
         changes = settings.changes_from(header.get("settings"))
         hashed = isinstance(header.get("identity"), dict) and "model_sha256" in header["identity"] and identity
         if not (hashed and only_the_path_changed(changes)):
-            raise RunMismatchError(f"{path} was written by a run with other settings: {'; '.join(changes) or 'unknown'}; "
-                                   "use another --out folder or --overwrite")
+            raise RunMismatchError(
+                f"{path} was written by a run with other settings: {'; '.join(changes) or 'unknown'}; "
+                "use another --out folder or --overwrite"
+            )
     changed = identity_changes(header.get("identity"), identity or {})
     if changed:
-        raise RunMismatchError(f"{path} was written with other content: {'; '.join(changed)}; use another --out folder or --overwrite")
+        raise RunMismatchError(
+            f"{path} was written with other content: {'; '.join(changed)}; use another --out folder or --overwrite"
+        )
     done, good, corrupt, cut = {}, [], [], False
     for line in lines[1:]:
         if not line.endswith(b"\n"):
@@ -236,15 +265,19 @@ def scan_records(path: Path, settings: EvalSettings, identity: dict[str, str] | 
 
 def _is_record(record: Any) -> bool:
     """A whole per-sample record: an index and a label (whole numbers), and a prediction per row and column."""
+
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
     if not isinstance(record, dict) or not whole(record.get("index")) or record["index"] < 0 or not whole(record.get("label")):
         return False
     pred = record.get("pred")
-    return (isinstance(pred, dict) and bool(pred) and all(isinstance(cols, dict) and cols and all(whole(p) for p in cols.values())
-                                                          for cols in pred.values())
-            and isinstance(record.get("queries", {}), dict))
+    return (
+        isinstance(pred, dict)
+        and bool(pred)
+        and all(isinstance(cols, dict) and cols and all(whole(p) for p in cols.values()) for cols in pred.values())
+        and isinstance(record.get("queries", {}), dict)
+    )
 
 
 def record_files(out: Path) -> list[Path]:
@@ -260,15 +293,21 @@ def read_all_records(out: Path, settings: EvalSettings, identity: dict[str, str]
     return done
 
 
-def merge_records(out: Path, settings: EvalSettings, records: list[dict[str, Any]], identity: dict[str, str] | None = None) -> None:
+def merge_records(
+    out: Path, settings: EvalSettings, records: list[dict[str, Any]], identity: dict[str, str] | None = None
+) -> None:
     """Replace the per-rank files by one ``records.jsonl`` in sample order, as a single process writes it."""
-    write_atomic(out / "records.jsonl", header_line(settings, identity) + "".join(json.dumps(r, default=str) + "\n" for r in records).encode())
+    write_atomic(
+        out / "records.jsonl",
+        header_line(settings, identity) + "".join(json.dumps(r, default=str) + "\n" for r in records).encode(),
+    )
     for path in record_files(out):
         if path.name != "records.jsonl":
             path.unlink()
 
 
 def tally(running: dict[str, list[int]], records: list[dict[str, Any]]) -> None:
+    """Add ``records`` to the running correct/seen counts per row and column (the progress bar's figures)."""
     for r in records:
         for row, cols in r["pred"].items():
             for column, p in cols.items():

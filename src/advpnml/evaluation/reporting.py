@@ -1,4 +1,5 @@
 """Tables of an evaluation as Markdown, CSV and JSON, with the settings, versions and timings."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .attacks import BLACK_BOX, REFERENCE_ATTACKS
+from ..attacks import BLACK_BOX, REFERENCE_ATTACKS
 from .records import EvalResult, write_atomic
 
 ROW_NAMES = {"base": "Base model", "defense": "Adversarial pNML"}
@@ -56,8 +57,7 @@ def robustness_summary(result: EvalResult) -> dict[str, dict[str, float | None]]
             families["defense"].setdefault("black-box" if spec.attack in BLACK_BOX else "adaptive", []).append(spec.column)
     summary = {}
     for row in result.rows():
-        natural = result.correct(row, "Natural")
-        entry: dict[str, float | None] = {"clean": natural.float().mean().item()}
+        entry: dict[str, float | None] = {"clean": result.robust_over(row, ["Natural"]).float().mean().item()}
         for family in FAMILIES:
             columns = families[row].get(family)
             if columns:
@@ -79,25 +79,34 @@ def inference_cost(result: EvalResult) -> dict[str, dict[str, Any]]:
 
     cost = {"base": {"passes": "1 forward", "ms_per_sample": ms("base/Natural")}}
     if s.refine_eps is not None:
-        h = "k = %d" % s.top_k if s.top_k else "C"
+        h = f"k = {s.top_k}" if s.top_k else "C"
         steps = f" + {s.refine_steps - 1} more refinement steps on the H refined inputs" if s.refine_steps > 1 else ""
-        cost["defense"] = {"passes": f"1 forward + H input-gradient backward passes (VJPs of that forward) + H forwards, H = {h}{steps}",
-                           "ms_per_sample": ms("defense/Natural")}
+        cost["defense"] = {
+            "passes": f"1 forward + H input-gradient backward passes (VJPs of that forward) + H forwards, H = {h}{steps}",
+            "ms_per_sample": ms("defense/Natural"),
+        }
     return cost
 
 
 def summary_table(result: EvalResult) -> str:
     """The Croce et al. layout as Markdown, with the inference cost beside each model."""
     summary, cost = robustness_summary(result), inference_cost(result)
-    columns = ["clean", *(f for f in FAMILIES if f != "reference" or any(e.get(f) is not None for e in summary.values())), "worst case"]
+    columns = [
+        "clean",
+        *(f for f in FAMILIES if f != "reference" or any(e.get(f) is not None for e in summary.values())),
+        "worst case",
+    ]
     lines = ["| Model | " + " | ".join(columns) + " | inference | ms / sample |", "|---|" + "---|" * (len(columns) + 2)]
     for row, entry in summary.items():
         c = cost.get(row, {})
         ms = "-" if c.get("ms_per_sample") is None else f"{c['ms_per_sample']:.2f}"
-        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(pct(entry.get(k)) for k in columns)
-                     + f" | {c.get('passes', '-')} | {ms} |")
+        lines.append(
+            f"| {ROW_NAMES.get(row, row)} | "
+            + " | ".join(pct(entry.get(k)) for k in columns)
+            + f" | {c.get('passes', '-')} | {ms} |"
+        )
     if "base" in summary and "defense" in summary:
-        gain = summary["defense"]["worst case"] - summary["base"]["worst case"]
+        gain = float(summary["defense"]["worst case"] or 0.0) - float(summary["base"]["worst case"] or 0.0)
         if gain > 0:
             verdict = "the defense raises the per-sample worst case under these attacks"
             if summary["defense"].get("adaptive") is None:
@@ -115,11 +124,15 @@ def reference_table(result: EvalResult) -> str:
     comparison = result.reference_comparison()
     if not comparison:
         return ""
-    lines = ["| Model | our attacks (worst case) | reference AutoAttack | both (per sample) | only the reference breaks | only ours break |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| Model | our attacks (worst case) | reference AutoAttack | both (per sample) | only the reference breaks | only ours break |",
+        "|---|---|---|---|---|---|",
+    ]
     for row, c in comparison.items():
-        lines.append(f"| {ROW_NAMES.get(row, row)} | {pct(c['ours'])} | {pct(c['reference'])} | **{pct(c['both'])}** | "
-                     f"{c['only_reference_breaks']} | {c['only_ours_break']} |")
+        lines.append(
+            f"| {ROW_NAMES.get(row, row)} | {pct(c['ours'])} | {pct(c['reference'])} | **{pct(c['both'])}** | "
+            f"{c['only_reference_breaks']} | {c['only_ours_break']} |"
+        )
     return "\n".join(lines)
 
 
@@ -132,7 +145,7 @@ def plot_results(result: EvalResult, path_stem: Path) -> Path:
     """
     from matplotlib.patches import Patch
 
-    from .plotting import pyplot, save_figure
+    from ..plotting import pyplot, save_figure
 
     plt = pyplot()
     s = result.settings
@@ -144,7 +157,7 @@ def plot_results(result: EvalResult, path_stem: Path) -> Path:
     colors = {}
     for i, (row, accs) in enumerate(table.items()):
         xs = [j + (i - (len(table) - 1) / 2) * width + (0.5 if c == "Best attack" else 0.0) for j, c in enumerate(columns)]
-        values = [100 * accs[c] if accs.get(c) is not None else 0.0 for c in columns]
+        values = [100 * float(accs.get(c) or 0.0) for c in columns]
         bars = ax.bar(xs, values, width, label=ROW_NAMES.get(row, row))
         colors[row] = bars[0].get_facecolor()
         for bar, c in zip(bars, columns):
@@ -154,29 +167,46 @@ def plot_results(result: EvalResult, path_stem: Path) -> Path:
             if c == "Best attack":
                 bar.set_edgecolor("black")
                 bar.set_linewidth(1.2)
-            label = "n/a" if accs.get(c) is None else f"{100 * accs[c]:.0f}"
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7,
-                        fontweight="bold" if c == "Best attack" else "normal")
+            label = "n/a" if accs.get(c) is None else f"{100 * float(accs[c] or 0.0):.0f}"
+            ax.annotate(
+                label,
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                fontweight="bold" if c == "Best attack" else "normal",
+            )
     ax.axvline(len(columns) - 1, color="gray", linestyle=":", linewidth=1)
     ticks = [j + (0.5 if c == "Best attack" else 0.0) for j, c in enumerate(columns)]
-    names = [c + (" (transfer)" if c in transferred else "") if c != "Best attack" else "Best attack\n(per-sample worst case)"
-             for c in columns]
+    names = [
+        c + (" (transfer)" if c in transferred else "") if c != "Best attack" else "Best attack\n(per-sample worst case)"
+        for c in columns
+    ]
     ax.set_xticks(ticks, names, rotation=20, ha="right")
     model = Path(s.model).name if s.model else "model"
     lam = "no defense" if s.refine_eps is None else f"lambda {s.refine_eps:g}"
-    ax.set(ylabel="accuracy (%)", ylim=(0, 110),
-           title=f"{s.dataset}, {model}: {len(result.records)} samples, eps {s.eps:g}, {lam}" + (" (cascade)" if s.cascade else ""))
+    ax.set(
+        ylabel="accuracy (%)",
+        ylim=(0, 110),
+        title=f"{s.dataset}, {model}: {len(result.records)} samples, eps {s.eps:g}, {lam}" + (" (cascade)" if s.cascade else ""),
+    )
     handles, _ = ax.get_legend_handles_labels()
     if transferred and "defense" in table:
-        handles.append(Patch(facecolor=colors["defense"], alpha=0.6, hatch="//",
-                             label="defense, transferred:\nbase-model examples,\nnot an attack on the defense"))
+        handles.append(
+            Patch(
+                facecolor=colors["defense"],
+                alpha=0.6,
+                hatch="//",
+                label="defense, transferred:\nbase-model examples,\nnot an attack on the defense",
+            )
+        )
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # outside: inside it hides bars
     return save_figure(fig, path_stem)[0]
 
 
 def environment() -> dict[str, Any]:
     """Versions and hardware, written with every result."""
-    from . import __version__
+    from ..version import __version__
 
     return {
         "advpnml": __version__,
@@ -189,36 +219,71 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None,
-                 paper: dict[str, dict[str, float]] | None = None, checks: list | None = None) -> dict[str, Path]:
+def write_report(
+    result: EvalResult,
+    out_dir: str | os.PathLike,
+    extra: dict[str, Any] | None = None,
+    paper: dict[str, dict[str, float]] | None = None,
+    checks: list | None = None,
+) -> dict[str, Path]:
     """Write ``results.md``, ``results.csv`` and ``results.json`` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = result.accuracy()
     n = len(result.records)
     settings = asdict(result.settings)
-    md = [f"# Robust accuracy on {result.settings.dataset} ({result.settings.split}, {n} samples, eps={result.settings.eps:g})", "",
-          markdown_table(result, paper), "",
-          "Best attack: a sample counts as robust only if it is classified correctly naturally and under every attack (per-sample worst case).", "",
-          "## Summary (Croce et al. 2022 layout)", "", summary_table(result), "",
-          "static: attacks on the base model; transfer: base-model examples given to the defense; adaptive: white-box "
-          f"attacks through the defense ({result.settings.bpda} backward through the refinement); black-box: decision- or score-based "
-          "attacks on the defense; worst case: per sample, over everything run.", ""]
+    md = [
+        f"# Robust accuracy on {result.settings.dataset} ({result.settings.split}, {n} samples, eps={result.settings.eps:g})",
+        "",
+        markdown_table(result, paper),
+        "",
+        "Best attack: a sample counts as robust only if it is classified correctly naturally and under every attack (per-sample worst case).",
+        "",
+        "## Summary (Croce et al. 2022 layout)",
+        "",
+        summary_table(result),
+        "",
+        "static: attacks on the base model; transfer: base-model examples given to the defense; adaptive: white-box "
+        f"attacks through the defense ({result.settings.bpda} backward through the refinement); black-box: decision- or score-based "
+        "attacks on the defense; worst case: per sample, over everything run.",
+        "",
+    ]
     if result.settings.cascade:
-        md += ["Cascade (AutoAttack's protocol): each attack ran only on the samples that every earlier column left correct, "
-               "so a column reads \"robust after this attack and all before it\"; the reference AutoAttack saw every sample.", ""]
+        md += [
+            "Cascade (AutoAttack's protocol): each attack ran only on the samples that every earlier column left correct, "
+            'so a column reads "robust after this attack and all before it"; the reference AutoAttack saw every sample.',
+            "",
+        ]
     if result.reference_comparison():
-        md += ["## Our attacks vs the reference AutoAttack", "", reference_table(result), "",
-               "Both: a sample counts as robust only if neither side broke it. The reference is `pyautoattack` "
-               "(Croce & Hein's code) at its fixed budgets, run through the defense with the "
-               f"{'identity' if result.settings.bpda == 'identity' else 'clamp-in-graph'} backward.", ""]
+        md += [
+            "## Our attacks vs the reference AutoAttack",
+            "",
+            reference_table(result),
+            "",
+            "Both: a sample counts as robust only if neither side broke it. The reference is `pyautoattack` "
+            "(Croce & Hein's code) at its fixed budgets, run through the defense with the "
+            f"{'identity' if result.settings.bpda == 'identity' else 'clamp-in-graph'} backward.",
+            "",
+        ]
     if checks:
-        md += ["## Gradient-masking checks", "", *[f"- `{c.status.upper()}` {ROW_NAMES.get(c.row, c.row)}: **{c.name}**: {c.detail}"
-                                                    for c in checks], ""]
+        md += [
+            "## Gradient-masking checks",
+            "",
+            *[f"- `{c.status.upper()}` {ROW_NAMES.get(c.row, c.row)}: **{c.name}**: {c.detail}" for c in checks],
+            "",
+        ]
     md += ["## Attacks", ""]
     for spec in result.settings.attacks:
-        md.append(f"- **{spec.column}**: `{spec.attack}` {json.dumps(spec.params)}; base: {spec.base}; defense: {spec.defense or '-'}")
-    md += ["", f"## Time (seconds, this call: {result.samples_timed} of {n} samples evaluated, the rest resumed)", "", "| Row/column | Seconds |", "|---|---|"]
+        md.append(
+            f"- **{spec.column}**: `{spec.attack}` {json.dumps(spec.params)}; base: {spec.base}; defense: {spec.defense or '-'}"
+        )
+    md += [
+        "",
+        f"## Time (seconds, this call: {result.samples_timed} of {n} samples evaluated, the rest resumed)",
+        "",
+        "| Row/column | Seconds |",
+        "|---|---|",
+    ]
     md += [f"| {k} | {v:.1f} |" for k, v in result.timings.items()]
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
     paths["png"] = plot_results(result, out / "results")
@@ -232,12 +297,17 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str
     write_atomic(paths["csv"], rows.getvalue().encode())
     worst = {row: result.worst_attack(row) for row in table}
     summary = {
-        "settings": settings, "samples": n, "accuracy": table, "timings_s": result.timings,
+        "settings": settings,
+        "samples": n,
+        "accuracy": table,
+        "timings_s": result.timings,
         "worst_attack_counts": {row: {k or "robust": names.count(k) for k in set(names)} for row, names in worst.items()},
-        "summary": robustness_summary(result), "inference_cost": inference_cost(result),
+        "summary": robustness_summary(result),
+        "inference_cost": inference_cost(result),
         "reference_comparison": result.reference_comparison(),
         "masking_checks": [vars(c) for c in checks or []],
-        "environment": environment(), **(extra or {}),
+        "environment": environment(),
+        **(extra or {}),
     }
     write_atomic(paths["json"], (json.dumps(summary, indent=2, default=str) + "\n").encode())
     return paths

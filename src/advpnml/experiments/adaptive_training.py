@@ -7,6 +7,7 @@ the adaptive attack through the defense (cross-entropy and margin loss on log q)
 per-sample worst case. It answers the first question a user asks: is the defense's gain a
 property of the defense, or of a model trained for it?
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,11 +20,11 @@ from typing import Any
 
 from ..config import from_preset
 from ..data import load_dataset
-from ..evaluation import evaluate
+from ..evaluation.engine import evaluate
 from ..models import EXTERNAL_SOURCES, load_checkpoint, load_external
 from ..plotting import line_plot
 from ..runtime import Runtime, silent
-from ..training import TrainConfig, train
+from ..training.trainer import TrainConfig, train
 
 COLUMNS = ("PGD", "Adaptive", "Adaptive-margin")
 
@@ -74,33 +75,59 @@ def run_adaptive_training(
     training = preset.section("training")
     eps = training["eps"]
     finetune = TrainConfig(
-        arch=arch, arch_kwargs=arch_kwargs or None, method="pgd", epochs=finetune_epochs, adaptive_epochs=finetune_epochs,
-        batch_size=training.get("batch_size", 50), optimizer="adam", lr=finetune_lr, weight_decay=0.0, eps=eps,
-        attack_steps=finetune_steps, attack_step_size=2.5 * eps / finetune_steps, refine_eps=finetune_refine_eps,
-        init_from=checkpoint, init_source=source,
+        arch=arch,
+        arch_kwargs=arch_kwargs or None,
+        method="pgd",
+        epochs=finetune_epochs,
+        adaptive_epochs=finetune_epochs,
+        batch_size=training.get("batch_size", 50),
+        optimizer="adam",
+        lr=finetune_lr,
+        weight_decay=0.0,
+        eps=eps,
+        attack_steps=finetune_steps,
+        attack_step_size=2.5 * eps / finetune_steps,
+        refine_eps=finetune_refine_eps,
+        init_from=checkpoint,
+        init_source=source,
     )
-    log(f"[2/3] fine-tuning a copy for {finetune_epochs} epochs against the adaptive attack on the defended model "
-        f"(PGD-{finetune_steps} through the defense, lambda {finetune_refine_eps}, eps {eps}) on {len(train_set)} images")
+    log(
+        f"[2/3] fine-tuning a copy for {finetune_epochs} epochs against the adaptive attack on the defended model "
+        f"(PGD-{finetune_steps} through the defense, lambda {finetune_refine_eps}, eps {eps}) on {len(train_set)} images"
+    )
     adaptive_model, _ = train(finetune, train_set, out / "adaptive-finetuned", runtime=quiet, resume=True, dataset_name=dataset)
     models = {"PGD-trained": pgd_model, "+ adaptive fine-tuning": adaptive_model}
     rows = []
-    log(f"[3/3] evaluating both models on {len(test_set)} {dataset} test images at eps {preset.eps}, "
-        f"lambda in {list(refine_eps_values)}")
+    log(
+        f"[3/3] evaluating both models on {len(test_set)} {dataset} test images at eps {preset.eps}, "
+        f"lambda in {list(refine_eps_values)}"
+    )
     for name, model in models.items():
         for refine_eps in refine_eps_values:
-            settings = preset.eval_settings(dataset, "test", len(test_set), refine_eps=refine_eps, only=list(COLUMNS),
-                                            model=f"{name}:{checkpoint}")
+            settings = preset.eval_settings(
+                dataset, "test", len(test_set), refine_eps=refine_eps, only=list(COLUMNS), model=f"{name}:{checkpoint}"
+            )
             slug = "pgd" if name == "PGD-trained" else "adaptive"
-            result = evaluate(model, test_set, settings, out / "eval" / f"{slug}-lam={refine_eps}",
-                              replace(runtime, log=silent, progress=False))
+            result = evaluate(
+                model, test_set, settings, out / "eval" / f"{slug}-lam={refine_eps}", replace(runtime, log=silent, progress=False)
+            )
             table = result.accuracy()
-            row = {"model": name, "lam": refine_eps, "base natural": table["base"]["Natural"], "base PGD": table["base"]["PGD"],
-                   "base best": table["base"]["Best attack"], "defense natural": table["defense"]["Natural"],
-                   **{f"defense {c}": table["defense"][c] for c in COLUMNS}, "defense best": table["defense"]["Best attack"]}
+            row: dict[str, Any] = {
+                "model": name,
+                "lam": refine_eps,
+                "base natural": table["base"]["Natural"],
+                "base PGD": table["base"]["PGD"],
+                "base best": table["base"]["Best attack"],
+                "defense natural": table["defense"]["Natural"],
+                **{f"defense {c}": table["defense"][c] for c in COLUMNS},
+                "defense best": table["defense"]["Best attack"],
+            }
             rows.append(row)
-            log(f"  {name:<24} lambda {refine_eps:<5g} base best {100 * row['base best']:5.1f}%  "
+            log(
+                f"  {name:<24} lambda {refine_eps:<5g} base best {100 * row['base best']:5.1f}%  "
                 f"defense best {100 * row['defense best']:5.1f}% (adaptive {100 * row['defense Adaptive']:.1f}%, "
-                f"margin {100 * row['defense Adaptive-margin']:.1f}%)")
+                f"margin {100 * row['defense Adaptive-margin']:.1f}%)"
+            )
     if runtime.is_main:
         write_adaptive_training(rows, out, len(test_set), dataset)
     log(f"done in {time.perf_counter() - start:.0f} s: {out / 'adaptive_training.md'} (and .csv, .json, .png, .pdf)")
@@ -108,24 +135,39 @@ def run_adaptive_training(
 
 
 def write_adaptive_training(rows: list[dict[str, Any]], out: Path, n: int, dataset: str) -> None:
+    """The comparison as Markdown, CSV, JSON and a line plot over lambda in ``out``."""
     keys = list(rows[0])
     with open(out / "adaptive_training.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
     (out / "adaptive_training.json").write_text(json.dumps({"dataset": dataset, "samples": n, "rows": rows}, indent=2) + "\n")
-    md = [f"# PGD-trained vs adaptively fine-tuned, base vs defense ({dataset}, {n} test samples)", "",
-          "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    md = [
+        f"# PGD-trained vs adaptively fine-tuned, base vs defense ({dataset}, {n} test samples)",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+    ]
     for r in rows:
         md.append("| " + " | ".join(str(r[k]) if k in ("model", "lam") else f"{100 * r[k]:.1f}%" for k in keys) + " |")
-    md += ["", "defense PGD: PGD computed on the base model, given to the defense (the paper's column). Adaptive: PGD through "
-           "the defense, CE on log q (the paper's). Adaptive-margin: margin loss on log q. best: per-sample worst case."]
+    md += [
+        "",
+        "defense PGD: PGD computed on the base model, given to the defense (the paper's column). Adaptive: PGD through "
+        "the defense, CE on log q (the paper's). Adaptive-margin: margin loss on log q. best: per-sample worst case.",
+    ]
     (out / "adaptive_training.md").write_text("\n".join(md) + "\n")
     lams = sorted({r["lam"] for r in rows})
     series = {}
     for model in dict.fromkeys(r["model"] for r in rows):
         by_lam = {r["lam"]: r for r in rows if r["model"] == model}
-        series[f"{model}: defense best"] = [by_lam[l]["defense best"] for l in lams]
-        series[f"{model}: base best"] = [by_lam[l]["base best"] for l in lams]
-    line_plot(lams, series, out / "adaptive_training", "refinement strength lambda", "accuracy under the best attack (%)",
-              f"Adaptive fine-tuning, base vs defense ({dataset}, {n} samples)", log_x=True)
+        series[f"{model}: defense best"] = [by_lam[lam]["defense best"] for lam in lams]
+        series[f"{model}: base best"] = [by_lam[lam]["base best"] for lam in lams]
+    line_plot(
+        lams,
+        series,
+        out / "adaptive_training",
+        "refinement strength lambda",
+        "accuracy under the best attack (%)",
+        f"Adaptive fine-tuning, base vs defense ({dataset}, {n} samples)",
+        log_x=True,
+    )

@@ -15,6 +15,7 @@ attack (APGD-T on the base model) and of an adaptive one (margin PGD through the
 :func:`predict` turns the quantities that need no attack through the defense into a predicted outcome (the defense
 raises, keeps or lowers the worst case); :func:`collect` checks it against every measured point and lists the misses.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,16 +28,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from ..attacks import APGDT, PGD
-from ..data import dataset_bounds
+from ..config import DefenseSpec
+from ..data import as_tensors, dataset_bounds
 from ..defense import AdversarialPnml
-from ..evaluation import evaluate
+from ..evaluation.engine import evaluate
+from ..evaluation.reporting import pct
 from ..jobs import Run
 from ..models.layout import use_memory_format
 from ..plotting import pyplot, save_figure
-from ..reporting import pct
 from ..runtime import Runtime
 
 #: The attacks the defense's worst case is measured with (a cascade, each on what the earlier ones left): the
@@ -67,13 +68,19 @@ def refinement_statistics(model: nn.Module, defended: AdversarialPnml, x: torch.
     delta = own - before
     return {
         "samples": n,
-        "true_gain": true_gain.tolist(), "wrong_gain": wrong_gain.tolist(),
-        "mean_true_gain": true_gain.mean().item(), "mean_wrong_gain": wrong_gain.mean().item(),
+        "true_gain": true_gain.tolist(),
+        "wrong_gain": wrong_gain.tolist(),
+        "mean_true_gain": true_gain.mean().item(),
+        "mean_wrong_gain": wrong_gain.mean().item(),
         "wrong_gain_exceeds_true": (wrong_gain > true_gain).float().mean().item(),
-        "true_not_raised": (delta[rows, y] <= 0).float().mean().item(), "true_lowered": (delta[rows, y] < -1e-6).float().mean().item(),
-        "wrong_not_raised": (delta[mask] <= 0).float().mean().item(), "wrong_lowered": (delta[mask] < -1e-6).float().mean().item(),
-        "any_not_raised": (delta <= 0).float().mean().item(), "any_lowered": (delta < -1e-6).float().mean().item(),
-        "base_correct": (before.argmax(1) == y).float().mean().item(), "defense_correct": (decided == y).float().mean().item(),
+        "true_not_raised": (delta[rows, y] <= 0).float().mean().item(),
+        "true_lowered": (delta[rows, y] < -1e-6).float().mean().item(),
+        "wrong_not_raised": (delta[mask] <= 0).float().mean().item(),
+        "wrong_lowered": (delta[mask] < -1e-6).float().mean().item(),
+        "any_not_raised": (delta <= 0).float().mean().item(),
+        "any_lowered": (delta < -1e-6).float().mean().item(),
+        "base_correct": (before.argmax(1) == y).float().mean().item(),
+        "defense_correct": (decided == y).float().mean().item(),
         "top_probability_median": before.max(1).values.median().item(),
         "saturated": (before.max(1).values > 0.99).float().mean().item(),
     }
@@ -83,8 +90,10 @@ def base_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     """Per sample: the base model correct naturally, under APGD-T (100 steps, 9 targets) and margin PGD-100 at ``eps``."""
     with torch.no_grad():
         ok = model(x).argmax(1) == y
-    for attack in (APGDT(eps, steps=100, n_targets=9, bounds=bounds, seed=seed),
-                   PGD(eps, 100, 2.5 * eps / 100, loss="margin", early_stop="steps", bounds=bounds, seed=seed)):
+    for attack in (
+        APGDT(eps, steps=100, n_targets=9, bounds=bounds, seed=seed),
+        PGD(eps, 100, 2.5 * eps / 100, loss="margin", early_stop="steps", bounds=bounds, seed=seed),
+    ):
         with torch.no_grad():
             ok &= model(attack(model, x, y)).argmax(1) == y
     return ok
@@ -95,15 +104,19 @@ def measure_point(run: Run, lam: float, out: Path, runtime: Runtime, base_at_eps
     eps + lambda, and the defense's per-sample worst case at eps (resumable in ``out``)."""
     settings, dataset = run.settings, run.dataset
     bounds = dataset_bounds(dataset)
-    x, y = _tensors(dataset, runtime.device)
+    x, y = as_tensors(dataset, runtime.device)
     model = run.model
-    defended = AdversarialPnml.from_spec(model, replace(settings.defense, refine_eps=lam), bounds).eval()
+    defended = AdversarialPnml.from_spec(model, replace(settings.defense or DefenseSpec(lam), refine_eps=lam), bounds).eval()
     eps = settings.eps
     start = time.perf_counter()
     transferred = APGDT(eps, steps=100, n_targets=9, bounds=bounds, seed=settings.seed)(model, x, y)
-    adaptive = PGD(eps, 100, 2.5 * eps / 100, loss="margin", early_stop="steps", bounds=bounds, seed=settings.seed)(defended, x, y)
-    stats = {name: refinement_statistics(model, defended, inputs, y)
-             for name, inputs in (("clean", x), ("transfer", transferred), ("adaptive", adaptive))}
+    adaptive = PGD(eps, 100, 2.5 * eps / 100, loss="margin", early_stop="steps", bounds=bounds, seed=settings.seed)(
+        defended, x, y
+    )
+    stats = {
+        name: refinement_statistics(model, defended, inputs, y)
+        for name, inputs in (("clean", x), ("transfer", transferred), ("adaptive", adaptive))
+    }
     wider = eps + lam if bounds is None else min(eps + lam, bounds[1] - bounds[0])
     base_wider = base_robust(model, x, y, wider, bounds, settings.seed)
     point_settings = replace(settings, refine_eps=lam)
@@ -111,17 +124,19 @@ def measure_point(run: Run, lam: float, out: Path, runtime: Runtime, base_at_eps
     defense_robust = int(result.robust("defense").sum())
     base_robust_count = int((result.robust("base").cpu() & base_at_eps.cpu()).sum())
     n = len(y)
-    return {"lambda": lam, "eps": eps, "samples": n, "base_at_eps": base_robust_count / n, "base_at_eps_plus_lambda":
-            int(base_wider.sum()) / n, "defense_worst": defense_robust / n, "defense_minus_base": (defense_robust - base_robust_count) / n,
-            "robust_samples": {"base": base_robust_count, "defense": defense_robust},
-            "columns": {c: a for c, a in result.accuracy()["defense"].items() if a is not None},
-            "refinement": stats, "seconds": time.perf_counter() - start}
-
-
-def _tensors(dataset: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(device)
-    y = torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))]).to(device)
-    return x, y
+    return {
+        "lambda": lam,
+        "eps": eps,
+        "samples": n,
+        "base_at_eps": base_robust_count / n,
+        "base_at_eps_plus_lambda": int(base_wider.sum()) / n,
+        "defense_worst": defense_robust / n,
+        "defense_minus_base": (defense_robust - base_robust_count) / n,
+        "robust_samples": {"base": base_robust_count, "defense": defense_robust},
+        "columns": {c: a for c, a in result.accuracy()["defense"].items() if a is not None},
+        "refinement": stats,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def outcome(point: dict[str, Any]) -> str:
@@ -159,20 +174,28 @@ def run_mechanism(run: Run, lams: list[float], out: str | Path, runtime: Runtime
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings, dataset = run.settings, run.dataset
-    x, y = _tensors(dataset, runtime.device)
+    x, y = as_tensors(dataset, runtime.device)
     model = run.model.to(runtime.device).eval()
     use_memory_format(model, runtime.device, runtime.memory_format, example=x[:2])
     base_at_eps = base_robust(model, x, y, settings.eps, dataset_bounds(dataset), settings.seed)
-    runtime.log(f"mechanism of {settings.model} on {settings.dataset} ({len(y)} samples), eps {settings.eps:g}, lambda "
-                f"{', '.join(f'{v:g}' for v in lams)}; base model robust at eps: {pct(base_at_eps.float().mean().item())}")
+    runtime.log(
+        f"mechanism of {settings.model} on {settings.dataset} ({len(y)} samples), eps {settings.eps:g}, lambda "
+        f"{', '.join(f'{v:g}' for v in lams)}; base model robust at eps: {pct(base_at_eps.float().mean().item())}"
+    )
     points = []
     for lam in lams:
         point = measure_point(run, lam, out / f"lam={lam:g}", runtime, base_at_eps)
         point.update(model=settings.model, dataset=settings.dataset, outcome=outcome(point), predicted=predict(point))
         points.append(point)
         runtime.log(_line(point))
-    summary = {"model": settings.model, "dataset": settings.dataset, "eps": settings.eps, "samples": len(y),
-               "columns": list(WORST_CASE_COLUMNS), "points": points}
+    summary = {
+        "model": settings.model,
+        "dataset": settings.dataset,
+        "eps": settings.eps,
+        "samples": len(y),
+        "columns": list(WORST_CASE_COLUMNS),
+        "points": points,
+    }
     (out / "mechanism.json").write_text(json.dumps(summary, indent=2) + "\n")
     _write_csv(out / "mechanism.csv", points)
     _plot_gains(points, out / "gains")
@@ -183,13 +206,26 @@ def run_mechanism(run: Run, lams: list[float], out: str | Path, runtime: Runtime
 
 
 def _line(point: dict[str, Any]) -> str:
-    return (f"  lambda {point['lambda']:g}: base {pct(point['base_at_eps'])} at eps, {pct(point['base_at_eps_plus_lambda'])} at "
-            f"eps+lambda; defense worst {pct(point['defense_worst'])} ({point['outcome']}, predicted {point['predicted']})")
+    return (
+        f"  lambda {point['lambda']:g}: base {pct(point['base_at_eps'])} at eps, {pct(point['base_at_eps_plus_lambda'])} at "
+        f"eps+lambda; defense worst {pct(point['defense_worst'])} ({point['outcome']}, predicted {point['predicted']})"
+    )
 
 
-TABLE_COLUMNS = ("lambda", "base at eps", "base at eps+lambda", "defense worst case", "outcome", "predicted",
-                 "clean top-p median", "saturated", "gain true / best wrong (clean)", "(transfer)", "(adaptive)",
-                 "target not raised / lowered (clean, all labels)")
+TABLE_COLUMNS = (
+    "lambda",
+    "base at eps",
+    "base at eps+lambda",
+    "defense worst case",
+    "outcome",
+    "predicted",
+    "clean top-p median",
+    "saturated",
+    "gain true / best wrong (clean)",
+    "(transfer)",
+    "(adaptive)",
+    "target not raised / lowered (clean, all labels)",
+)
 
 
 def _row(point: dict[str, Any]) -> list[str]:
@@ -200,27 +236,47 @@ def _row(point: dict[str, Any]) -> list[str]:
 
     clean = r["clean"]
     pairs = clean["any_not_raised"], clean["any_lowered"]
-    return [f"{point['lambda']:g}", pct(point["base_at_eps"]), pct(point["base_at_eps_plus_lambda"]), pct(point["defense_worst"]),
-            point["outcome"], point["predicted"], f"{clean['top_probability_median']:.3f}", pct(clean["saturated"]),
-            gains("clean"), gains("transfer"), gains("adaptive"), f"{pct(pairs[0])} / {pct(pairs[1])}"]
+    return [
+        f"{point['lambda']:g}",
+        pct(point["base_at_eps"]),
+        pct(point["base_at_eps_plus_lambda"]),
+        pct(point["defense_worst"]),
+        point["outcome"],
+        point["predicted"],
+        f"{clean['top_probability_median']:.3f}",
+        pct(clean["saturated"]),
+        gains("clean"),
+        gains("transfer"),
+        gains("adaptive"),
+        f"{pct(pairs[0])} / {pct(pairs[1])}",
+    ]
 
 
 def markdown(summary: dict[str, Any]) -> str:
     """The per-lambda table and a short verdict for one model."""
     points = summary["points"]
-    lines = [f"# When does the defense help? {summary['model']} on {summary['dataset']}", "",
-             f"{summary['samples']} test samples, eps {summary['eps']:g}. Base model at eps and at eps + lambda: APGD-T (100 steps, "
-             "9 targets) and margin PGD-100 on the base model, per sample. Defense worst case at eps: a cascade of "
-             f"{', '.join(summary['columns'])} (per sample, base row included). Gains: mean over samples of "
-             "p_label(x_label) - p_label(x), the true label's and the best wrong label's (the wrong label whose refined "
-             "probability is highest); clean, at APGD-T's transferred examples and at margin PGD's through the defense.", "",
-             "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines = [
+        f"# When does the defense help? {summary['model']} on {summary['dataset']}",
+        "",
+        f"{summary['samples']} test samples, eps {summary['eps']:g}. Base model at eps and at eps + lambda: APGD-T (100 steps, "
+        "9 targets) and margin PGD-100 on the base model, per sample. Defense worst case at eps: a cascade of "
+        f"{', '.join(summary['columns'])} (per sample, base row included). Gains: mean over samples of "
+        "p_label(x_label) - p_label(x), the true label's and the best wrong label's (the wrong label whose refined "
+        "probability is highest); clean, at APGD-T's transferred examples and at margin PGD's through the defense.",
+        "",
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "---|" * len(TABLE_COLUMNS),
+    ]
     lines += ["| " + " | ".join(_row(p)) + " |" for p in points]
     hits = sum(p["outcome"] == p["predicted"] for p in points)
-    effects = ", ".join(f"{p['outcome']} the worst case at lambda {p['lambda']:g} ({100 * p['defense_minus_base']:+.1f} points)"
-                        for p in points)
-    lines += ["", f"Verdict: the defense {effects}. The rule (advpnml.experiments.mechanism.predict) predicts {hits} of "
-              f"{len(points)} outcomes."]
+    effects = ", ".join(
+        f"{p['outcome']} the worst case at lambda {p['lambda']:g} ({100 * p['defense_minus_base']:+.1f} points)" for p in points
+    )
+    lines += [
+        "",
+        f"Verdict: the defense {effects}. The rule (advpnml.experiments.mechanism.predict) predicts {hits} of "
+        f"{len(points)} outcomes.",
+    ]
     return "\n".join(lines)
 
 
@@ -273,16 +329,30 @@ def collect(paths: list[str | Path], out: str | Path) -> Path:
         p["outcome"], p["predicted"] = outcome(p), predict(p)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["| model | dataset | eps | lambda | samples | base at eps | base at eps+lambda | defense worst | clean saturated | "
-             "outcome | predicted |", "|" + "---|" * 11]
+    lines = [
+        "| model | dataset | eps | lambda | samples | base at eps | base at eps+lambda | defense worst | clean saturated | "
+        "outcome | predicted |",
+        "|" + "---|" * 11,
+    ]
     for p in points:
-        lines.append(f"| {Path(p['model']).name} | {p['dataset']} | {p['eps']:.4g} | {p['lambda']:g} | {p['samples']} | "
-                     f"{pct(p['base_at_eps'])} | {pct(p['base_at_eps_plus_lambda'])} | {pct(p['defense_worst'])} | "
-                     f"{pct(p['refinement']['clean']['saturated'])} | {p['outcome']} | {p['predicted']} |")
+        lines.append(
+            f"| {Path(p['model']).name} | {p['dataset']} | {p['eps']:.4g} | {p['lambda']:g} | {p['samples']} | "
+            f"{pct(p['base_at_eps'])} | {pct(p['base_at_eps_plus_lambda'])} | {pct(p['defense_worst'])} | "
+            f"{pct(p['refinement']['clean']['saturated'])} | {p['outcome']} | {p['predicted']} |"
+        )
     misses = [p for p in points if p["outcome"] != p["predicted"]]
-    lines += ["", f"The rule predicts {len(points) - len(misses)} of {len(points)} points.",
-              "Misses: " + ("; ".join(f"{Path(p['model']).name} at lambda {p['lambda']:g} ({p['outcome']}, predicted {p['predicted']})"
-                                      for p in misses) or "none") + "."]
+    lines += [
+        "",
+        f"The rule predicts {len(points) - len(misses)} of {len(points)} points.",
+        "Misses: "
+        + (
+            "; ".join(
+                f"{Path(p['model']).name} at lambda {p['lambda']:g} ({p['outcome']}, predicted {p['predicted']})" for p in misses
+            )
+            or "none"
+        )
+        + ".",
+    ]
     (out / "rule.md").write_text("\n".join(lines) + "\n")
     (out / "rule.json").write_text(json.dumps(points, indent=2, default=str) + "\n")
     return out / "rule.md"

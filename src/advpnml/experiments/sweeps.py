@@ -9,6 +9,7 @@
 Every point is an ordinary resumable evaluation in ``OUT/<param>=<value>/``; the sweep reads
 their records, so a stopped sweep continues where it was.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,15 +22,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
 
 from ..config import EvalSettings
-from ..data import dataset_bounds
-from ..evaluation import evaluate
+from ..data import LabeledDataset, dataset_bounds
+from ..evaluation.engine import evaluate
+from ..evaluation.reporting import pct
 from ..jobs import Run
 from ..models.layout import use_memory_format
 from ..plotting import line_plot
-from ..reporting import pct
 from ..runtime import Runtime, silent
 
 PARAMS = ("eps", "lam", "steps", "k", "hsja-eps")
@@ -57,7 +57,9 @@ def parse_values(param: str, raw: list[Any] | None) -> list[Any]:
     if param not in PARAMS:
         raise ValueError(f"unknown sweep parameter {param!r}; expected one of: {', '.join(PARAMS)}")
     if not raw:
-        raise ValueError(f"no values for --param {param}: pass --values or add [sweeps] {param.replace('-', '_')} = [...] to the config")
+        raise ValueError(
+            f"no values for --param {param}: pass --values or add [sweeps] {param.replace('-', '_')} = [...] to the config"
+        )
     values = [v.strip() if isinstance(v, str) else v for v in raw]
     if param == "steps":
         for v in values:
@@ -75,8 +77,12 @@ def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
         # Step sizes scale with the radius: a fixed step of the reference eps leaves a larger ball
         # under-explored (40 x 0.01 barely crosses a 0.4 ball) and would flatter whichever model it hits.
         scale = float(value) / base.eps if base.eps > 0 else 1.0
-        attacks = [replace(spec, params={**spec.params, "step_size": spec.params["step_size"] * scale})
-                   if "step_size" in spec.params else spec for spec in base.attacks]
+        attacks = [
+            replace(spec, params={**spec.params, "step_size": spec.params["step_size"] * scale})
+            if "step_size" in spec.params
+            else spec
+            for spec in base.attacks
+        ]
         return replace(base, eps=float(value), attacks=attacks)
     if param == "lam":
         return replace(base, refine_eps=float(value))
@@ -88,9 +94,17 @@ def point_settings(base: EvalSettings, param: str, value: Any) -> EvalSettings:
     raise ValueError(f"unknown sweep parameter {param!r}; expected one of: {', '.join(PARAMS)}")
 
 
-def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str, values: list[Any], out: str | os.PathLike,
-              runtime: Runtime | None = None, reference: float | None = None,
-              paper_columns: list[str] | None = None) -> list[dict[str, Any]]:
+def run_sweep(
+    model: nn.Module,
+    dataset: LabeledDataset,
+    base: EvalSettings,
+    param: str,
+    values: list[Any],
+    out: str | os.PathLike,
+    runtime: Runtime | None = None,
+    reference: float | None = None,
+    paper_columns: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """Evaluate every value of ``param``; write ``sweep_<param>.md/.csv/.json`` and ``.png/.pdf`` into ``out``.
 
     ``paper_columns``: the paper's attacks among ``base.attacks``; when the run holds more (a strong
@@ -109,8 +123,9 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
     out = Path(out)
     model = model.to(device).eval()
     # resolved (and tried) once here; every point's evaluate then takes the layout as given
-    memory_format = use_memory_format(model, device, runtime.memory_format,
-                                      example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
+    memory_format = use_memory_format(
+        model, device, runtime.memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None
+    )
     point_runtime = replace(runtime, memory_format=memory_format, log=silent)
     _warm_up(model, dataset, device)
     rows = []
@@ -131,17 +146,28 @@ def run_sweep(model: nn.Module, dataset: Dataset, base: EvalSettings, param: str
             row["defense_inference_s_per_sample"] = result.timings["defense/Natural"] / result.samples_timed
             row["base_inference_s_per_sample"] = result.timings["base/Natural"] / result.samples_timed
         rows.append(row)
-        log(f"  base best {pct(row.get('base/Best attack'))}, defense best {pct(row.get('defense/Best attack'))} "
-            f"({row['seconds']:.0f} s)")
+        log(
+            f"  base best {pct(row.get('base/Best attack'))}, defense best {pct(row.get('defense/Best attack'))} "
+            f"({row['seconds']:.0f} s)"
+        )
     if runtime.is_main:
         lam = "no defense" if base.refine_eps is None else f"lambda {base.refine_eps:g}"
-        fixed = {"eps": lam, "hsja-eps": lam, "lam": f"eps {base.eps:g}", "steps": f"eps {base.eps:g}"}.get(param, f"eps {base.eps:g}, {lam}")
+        fixed = {"eps": lam, "hsja-eps": lam, "lam": f"eps {base.eps:g}", "steps": f"eps {base.eps:g}"}.get(
+            param, f"eps {base.eps:g}, {lam}"
+        )
         write_sweep(rows, param, out, reference, n=len(dataset), subtitle=f"{fixed}, {Path(base.model).name or 'model'}")
     return rows
 
 
-def sweep_run(run: Run, param: str, values: list[Any], out: str | os.PathLike, runtime: Runtime, protocol: str = "strict",
-              keep_hsja: bool = False) -> list[dict[str, Any]]:
+def sweep_run(
+    run: Run,
+    param: str,
+    values: list[Any],
+    out: str | os.PathLike,
+    runtime: Runtime,
+    protocol: str = "strict",
+    keep_hsja: bool = False,
+) -> list[dict[str, Any]]:
     """``reproduce sweep``: :func:`run_sweep` over ``run`` (from :func:`advpnml.jobs.load_run`), the paper's setting
     marked, the per-sample worst case over the paper's columns beside the one over everything. HSJA has its own
     sweep (``hsja-eps``, Fig. 6): other sweeps drop it unless ``keep_hsja`` (the caller named it)."""
@@ -153,13 +179,22 @@ def sweep_run(run: Run, param: str, values: list[Any], out: str | os.PathLike, r
     out = Path(out)
     runtime = runtime.for_rank()
     runtime.log(f"sweep over {param} = {values} on {settings.dataset} ({len(run.dataset)} samples{runtime.processes}) -> {out}")
-    rows = run_sweep(run.model, run.dataset, settings, param, values, out, runtime, reference,
-                     paper_columns=[s.column for s in settings.attacks if s.column in paper])
+    rows = run_sweep(
+        run.model,
+        run.dataset,
+        settings,
+        param,
+        values,
+        out,
+        runtime,
+        reference,
+        paper_columns=[s.column for s in settings.attacks if s.column in paper],
+    )
     runtime.log(f"wrote {out / ('sweep_' + param)}.md/.csv/.json/.png/.pdf")
     return rows
 
 
-def _warm_up(model: nn.Module, dataset: Dataset, device: str | torch.device) -> None:
+def _warm_up(model: nn.Module, dataset: LabeledDataset, device: str | torch.device) -> None:
     """One untimed defended pass, so the first point's time holds no one-off start-up cost."""
     from ..defense import AdversarialPnml
 
@@ -168,8 +203,9 @@ def _warm_up(model: nn.Module, dataset: Dataset, device: str | torch.device) -> 
         AdversarialPnml(model.to(device).eval(), 0.01, bounds=dataset_bounds(dataset))(x)
 
 
-def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: float | None = None, n: int | None = None,
-                subtitle: str = "") -> dict[str, Path]:
+def write_sweep(
+    rows: list[dict[str, Any]], param: str, out: Path, reference: float | None = None, n: int | None = None, subtitle: str = ""
+) -> dict[str, Path]:
     """Table (Markdown, CSV, JSON) and line plot of a sweep."""
     out.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -180,19 +216,29 @@ def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: fl
         writer.writerows(rows)
     stem.with_suffix(".json").write_text(json.dumps({"param": param, "samples": n, "rows": rows}, indent=2) + "\n")
     columns = [k for k in keys if "/" in k]
-    md = [f"# Sweep over {param} ({n} samples)", "", "| " + param + " | " + " | ".join(columns) + " |",
-          "|---|" + "---|" * len(columns)]
+    md = [
+        f"# Sweep over {param} ({n} samples)",
+        "",
+        "| " + param + " | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for r in rows:
         md.append(f"| {r['value']} | " + " | ".join(pct(r.get(c)) for c in columns) + " |")
     if any("defense_inference_s_per_sample" in r for r in rows):
         md += ["", "| " + param + " | defense ms / sample | base ms / sample |", "|---|---|---|"]
-        md += [f"| {r['value']} | {1e3 * r['defense_inference_s_per_sample']:.2f} | {1e3 * r['base_inference_s_per_sample']:.2f} |"
-               for r in rows if "defense_inference_s_per_sample" in r]
+        md += [
+            f"| {r['value']} | {1e3 * r['defense_inference_s_per_sample']:.2f} | {1e3 * r['base_inference_s_per_sample']:.2f} |"
+            for r in rows
+            if "defense_inference_s_per_sample" in r
+        ]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
     xs = [r["value"] for r in rows]
     categorical = param == "steps"
     if param == "lam":  # Fig. 3: natural and PGD (transferred) accuracy of the defense, the base model's for reference
-        series = {"base, natural": [r.get("base/Natural") for r in rows], "defense, natural": [r.get("defense/Natural") for r in rows]}
+        series = {
+            "base, natural": [r.get("base/Natural") for r in rows],
+            "defense, natural": [r.get("defense/Natural") for r in rows],
+        }
         if any(r.get("defense/PGD") is not None for r in rows):
             series["defense, PGD (transferred, as the paper's Fig. 3)"] = [r.get("defense/PGD") for r in rows]
         series["base, best attack"] = [r.get("base/Best attack") for r in rows]
@@ -200,8 +246,11 @@ def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: fl
     else:
         series = {}
         if param == "eps":  # Fig. 2a (PGD) and 2b (the adaptive attack), as the paper draws them
-            for key, label in (("base/PGD", "base model, PGD"), ("defense/PGD", "Adversarial pNML, PGD (transferred)"),
-                               ("defense/Adaptive", "Adversarial pNML, adaptive")):
+            for key, label in (
+                ("base/PGD", "base model, PGD"),
+                ("defense/PGD", "Adversarial pNML, PGD (transferred)"),
+                ("defense/Adaptive", "Adversarial pNML, adaptive"),
+            ):
                 if any(r.get(key) is not None for r in rows):
                     series[label] = [r.get(key) for r in rows]
         if any("base/Paper attacks" in r for r in rows):
@@ -210,11 +259,23 @@ def write_sweep(rows: list[dict[str, Any]], param: str, out: Path, reference: fl
         series["base model, every attack (worst case)"] = [r.get("base/Best attack") for r in rows]
         series["Adversarial pNML, every attack (worst case)"] = [r.get("defense/Best attack") for r in rows]
     xlabel, title = _LABELS[param]
-    paths = line_plot(xs, series, stem, xlabel, "accuracy (%)", f"{title} ({n} samples{', ' + subtitle if subtitle else ''})", marker_x=reference,
-                      categorical=categorical, log_x=param == "k" and max(map(float, xs)) >= 50)
+    paths = line_plot(
+        xs,
+        series,
+        stem,
+        xlabel,
+        "accuracy (%)",
+        f"{title} ({n} samples{', ' + subtitle if subtitle else ''})",
+        marker_x=reference,
+        categorical=categorical,
+        log_x=param == "k" and max(map(float, xs)) >= 50,
+    )
     if param == "k" and any("defense_inference_s_per_sample" in r for r in rows):
-        cost = {"Adversarial pNML": [r.get("defense_inference_s_per_sample") for r in rows],
-                "base model": [r.get("base_inference_s_per_sample") for r in rows]}
-        line_plot(xs, cost, out / "sweep_k_cost", xlabel, "inference time (ms per sample)", "Cost vs number of hypotheses",
-                  scale=1000.0)
+        cost = {
+            "Adversarial pNML": [r.get("defense_inference_s_per_sample") for r in rows],
+            "base model": [r.get("base_inference_s_per_sample") for r in rows],
+        }
+        line_plot(
+            xs, cost, out / "sweep_k_cost", xlabel, "inference time (ms per sample)", "Cost vs number of hypotheses", scale=1000.0
+        )
     return {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "json": stem.with_suffix(".json"), "png": paths[0]}

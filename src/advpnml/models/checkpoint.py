@@ -3,12 +3,14 @@
 Files are read with ``torch.load(..., weights_only=True)``: tensors and plain containers only,
 never arbitrary pickled code. A checkpoint saved on a GPU loads on a CPU-only machine.
 """
+
 from __future__ import annotations
 
-import reprlib
 import os
+import reprlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -93,7 +95,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             "for a plain state dict pass --source ARCH_OR_SOURCE (Python: advpnml.models.load_external(path, arch))"
         )
     if not isinstance(payload.get("state_dict"), Mapping) or "arch" not in meta:
-        raise CheckpointError(f"{path} holds advpnml metadata but no weights (no 'state_dict' table); it is not a usable checkpoint")
+        raise CheckpointError(
+            f"{path} holds advpnml metadata but no weights (no 'state_dict' table); it is not a usable checkpoint"
+        )
     check_metadata(meta, str(path))
     try:
         model = create_model(meta["arch"], **meta.get("kwargs", {}))
@@ -104,10 +108,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 #: The metadata fields a checkpoint may hold and the types each must have (None allowed for all but arch and kwargs).
-_META_TYPES: dict[str, tuple[type, ...]] = {"format": (str,), "arch": (str,), "kwargs": (dict,), "dataset": (str, type(None)),
-                                            "classes": (list, type(None)), "normalization": (dict, type(None)),
-                                            "training": (str, type(None)), "eps": (int, float, type(None)),
-                                            "extra": (dict, type(None))}
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "arch": (str,),
+    "kwargs": (dict,),
+    "dataset": (str, type(None)),
+    "classes": (list, type(None)),
+    "normalization": (dict, type(None)),
+    "training": (str, type(None)),
+    "eps": (int, float, type(None)),
+    "extra": (dict, type(None)),
+}
 
 
 def check_metadata(meta: Mapping[str, Any], source: str) -> None:
@@ -116,10 +127,14 @@ def check_metadata(meta: Mapping[str, Any], source: str) -> None:
     for key, kinds in _META_TYPES.items():
         if key in meta and (not isinstance(meta[key], kinds) or isinstance(meta[key], bool)):
             wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
-            raise CheckpointError(f"checkpoint {source}: metadata {key!r} must be {wanted}, got {type(meta[key]).__name__} "
-                                  f"{reprlib.repr(meta[key])}")
+            raise CheckpointError(
+                f"checkpoint {source}: metadata {key!r} must be {wanted}, got {type(meta[key]).__name__} "
+                f"{reprlib.repr(meta[key])}"
+            )
     if "kwargs" in meta and not all(isinstance(k, str) for k in meta["kwargs"]):
-        raise CheckpointError(f"checkpoint {source}: metadata 'kwargs' must map argument names to values, got {reprlib.repr(meta['kwargs'])}")
+        raise CheckpointError(
+            f"checkpoint {source}: metadata 'kwargs' must map argument names to values, got {reprlib.repr(meta['kwargs'])}"
+        )
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
@@ -129,8 +144,10 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         shown = ", ".join(f"{k} ({type(state_dict[k]).__name__})" for k in not_tensors[:3])
-        raise CheckpointError(f"checkpoint {source} holds entries that are not tensors: {shown}"
-                              f"{f' ({len(not_tensors)} in all)' if len(not_tensors) > 3 else ''}")
+        raise CheckpointError(
+            f"checkpoint {source} holds entries that are not tensors: {shown}"
+            f"{f' ({len(not_tensors)} in all)' if len(not_tensors) > 3 else ''}"
+        )
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -146,13 +163,22 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
                 shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"checkpoint {source} does not fit architecture {arch!r}: " + "; ".join(parts))
-    retyped = [f"{k} ({state_dict[k].dtype}, the model's is {v.dtype})" for k, v in expected.items()
-               if v.is_floating_point() and not state_dict[k].is_floating_point()]
+    retyped = [
+        f"{k} ({state_dict[k].dtype}, the model's is {v.dtype})"
+        for k, v in expected.items()
+        if v.is_floating_point() and not state_dict[k].is_floating_point()
+    ]
     if retyped:
-        raise CheckpointError(f"checkpoint {source} holds integer values where {arch!r} has floating weights: "
-                              f"{', '.join(retyped[:3])}; they would be cast silently (a damaged or quantized file?)")
-    broken = [k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+        raise CheckpointError(
+            f"checkpoint {source} holds integer values where {arch!r} has floating weights: "
+            f"{', '.join(retyped[:3])}; they would be cast silently (a damaged or quantized file?)"
+        )
+    broken = [
+        k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
     if broken:
-        raise CheckpointError(f"checkpoint {source} has NaN or inf weights in {', '.join(broken[:3])}"
-                              f"{f' ({len(broken)} tensors)' if len(broken) > 3 else ''}: a diverged or damaged model")
+        raise CheckpointError(
+            f"checkpoint {source} has NaN or inf weights in {', '.join(broken[:3])}"
+            f"{f' ({len(broken)} tensors)' if len(broken) > 3 else ''}: a diverged or damaged model"
+        )
     model.load_state_dict(state_dict, strict=True)

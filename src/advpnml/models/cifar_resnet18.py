@@ -3,9 +3,10 @@
 Unlike ImageNet ResNets it keeps 32x32 resolution in its 3x3 stem (no max-pool) and ends in a 4x4
 average pool. Keys: ``conv1, bn1, layer1..layer4`` (blocks with ``conv1, bn1, conv2, bn2, shortcut``), ``linear``.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -54,12 +55,15 @@ class CifarResNet18(nn.Module):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-@register_model("resnet18_cifar", description="CIFAR-10 ResNet-18 (pytorch-cifar; AutoAttack's example model)",
-                num_classes=10, width=64)
+@register_model(
+    "resnet18_cifar", description="CIFAR-10 ResNet-18 (pytorch-cifar; AutoAttack's example model)", num_classes=10, width=64
+)
 def resnet18_cifar(**kwargs) -> CifarResNet18:
+    """A CIFAR-10 ResNet-18 (pytorch-cifar's, AutoAttack's example model)."""
     return CifarResNet18(**kwargs)

@@ -5,9 +5,10 @@
 - ``convex_small``: Wong & Kolter's small CNN from convex_adversarial (certified training at 8/255):
   conv 4x4/2 (16) -> conv 4x4/2 (32) -> FC 100 -> FC C, stored as an ``nn.Sequential`` (keys 0, 2, 5, 7).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -36,7 +37,10 @@ class ResNet4b(nn.Module):
     """alpha-beta-CROWN's ``resnet4b()`` for 3x32x32 inputs (keys ``conv1, layer1, layer2, linear1, linear2``)."""
 
     def __init__(
-        self, num_classes: int = 10, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+        self,
+        num_classes: int = 10,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
@@ -47,6 +51,7 @@ class ResNet4b(nn.Module):
         self.linear2 = nn.Linear(100, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         x = self.layer2(self.layer1(F.relu(self.conv1(self.normalize(x)))))
         return self.linear2(F.relu(self.linear1(x.flatten(1))))
 
@@ -55,26 +60,36 @@ class ConvexSmall(nn.Module):
     """convex_adversarial's ``cifar_model()``; its layers sit under ``layers.`` in the original numbering."""
 
     def __init__(
-        self, num_classes: int = 10, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+        self,
+        num_classes: int = 10,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.layers = nn.Sequential(
-            nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(32 * 8 * 8, 100), nn.ReLU(), nn.Linear(100, num_classes),
+            nn.Conv2d(3, 16, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * 8 * 8, 100),
+            nn.ReLU(),
+            nn.Linear(100, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         return self.layers(self.normalize(x))
 
 
 @register_model("resnet4b", description="alpha-beta-CROWN ResNet-4B, CIFAR-10 (shared robust checkpoint)", num_classes=10)
 def resnet4b(**kwargs) -> ResNet4b:
+    """alpha-beta-CROWN's ResNet-4B for CIFAR-10."""
     return ResNet4b(**kwargs)
 
 
-@register_model("convex_small", description="convex_adversarial small CIFAR-10 CNN (shared certified checkpoint)",
-                num_classes=10)
+@register_model("convex_small", description="convex_adversarial small CIFAR-10 CNN (shared certified checkpoint)", num_classes=10)
 def convex_small(**kwargs) -> ConvexSmall:
+    """convex_adversarial's small CIFAR-10 CNN."""
     return ConvexSmall(**kwargs)

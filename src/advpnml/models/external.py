@@ -3,13 +3,15 @@
 Each source names an architecture, its normalization and the key clean-ups its files need:
 ``module.`` prefixes from DataParallel, a wrapping ``{"state_dict": ...}``, unused parameters.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -37,7 +39,7 @@ class ExternalSource:
     kwargs: dict[str, Any] = field(default_factory=dict)
     fix_keys: Callable[[StateDict], StateDict] | None = None
     description: str = ""
-    pick: Callable[[Any], Any] | None = None          # selects the state dict inside an unusual container
+    pick: Callable[[Any], Any] | None = None  # selects the state dict inside an unusual container
     default_path: Callable[[], Path | None] | None = None  # where an installed package ships the file
 
 
@@ -62,28 +64,41 @@ def _autoattack_example() -> Path | None:
 
 EXTERNAL_SOURCES: dict[str, ExternalSource] = {
     "carmon2019": ExternalSource(
-        "wide_resnet", {"depth": 28, "widen_factor": 10, "mean": None, "std": None},
+        "wide_resnet",
+        {"depth": 28, "widen_factor": 10, "mean": None, "std": None},
         # Carmon et al. / RobustBench WRNs carry an unused ``sub_block1``; inputs are raw [0, 1].
-        _drop_prefix("sub_block1."), "Carmon et al. 2019 / RobustBench CIFAR-10 WRN-28-10 (the paper's CIFAR model)",
+        _drop_prefix("sub_block1."),
+        "Carmon et al. 2019 / RobustBench CIFAR-10 WRN-28-10 (the paper's CIFAR model)",
     ),
     "wong2020_imagenet": ExternalSource(
-        "resnet50", {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "keep_logits": 100},
-        _add_prefix("net."), "Wong et al. 2020 fast-AT ResNet-50 for ImageNet, first 100 logits (the paper's ImageNet model)",
+        "resnet50",
+        {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "keep_logits": 100},
+        _add_prefix("net."),
+        "Wong et al. 2020 fast-AT ResNet-50 for ImageNet, first 100 logits (the paper's ImageNet model)",
     ),
     "advertorch_lenet5": ExternalSource(
-        "lenet5", {"mean": None, "std": None}, None, "advertorch MNIST LeNet-5 (shared/data/weights)",
+        "lenet5",
+        {"mean": None, "std": None},
+        None,
+        "advertorch MNIST LeNet-5 (shared/data/weights)",
     ),
     "abcrown_resnet4b": ExternalSource(
-        "resnet4b", {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}, None,
+        "resnet4b",
+        {"mean": CIFAR10_MEAN, "std": CIFAR10_STD},
+        None,
         "alpha-beta-CROWN CIFAR-10 ResNet-4B, PGD-trained at eps 2/255 (shared/data/weights)",
     ),
     "convex_small": ExternalSource(
-        "convex_small", {"mean": IMAGENET_MEAN, "std": (0.225, 0.225, 0.225)}, _add_prefix("layers."),
+        "convex_small",
+        {"mean": IMAGENET_MEAN, "std": (0.225, 0.225, 0.225)},
+        _add_prefix("layers."),
         "Wong & Kolter convex_adversarial small CIFAR-10 CNN, certified training at eps 8/255 (shared/data/weights)",
         pick=_first_of_cascade,
     ),
     "autoattack_resnet18": ExternalSource(
-        "resnet18_cifar", {"mean": None, "std": None}, None,
+        "resnet18_cifar",
+        {"mean": None, "std": None},
+        None,
         "AutoAttack's example CIFAR-10 ResNet-18, standard training (non-robust control; ships in pyautoattack)",
         default_path=_autoattack_example,
     ),
@@ -108,7 +123,7 @@ def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> StateDict:
             break
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise CheckpointError(f"{source} holds no state dict of tensors (looked under state_dict, model_state_dict, model, net)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in payload.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in payload.items()}
 
 
 def load_external(path: str | os.PathLike | None, source: str, **overrides: Any) -> nn.Module:
@@ -127,7 +142,7 @@ def load_external(path: str | os.PathLike | None, source: str, **overrides: Any)
         spec = ExternalSource(source)  # create_model below names the known architectures if this is none
     model = create_model(spec.arch, **{**spec.kwargs, **overrides})
     if source in EXTERNAL_SOURCES:  # the run identity names the adapter: one file read as two sources is two models
-        model.advpnml_spec = {**model.advpnml_spec, "source": source}
+        model.advpnml_spec = {**model.advpnml_spec, "source": source}  # type: ignore[assignment,dict-item]  # plain attribute
     payload = read_checkpoint(path)
     if spec.pick is not None:
         payload = spec.pick(payload)

@@ -6,6 +6,7 @@ CPU (``advpnml bench``): the Madry CNN's forward of 320 inputs 1.4-1.6x faster, 
 and a WRN-28-10's about 1.1x; outputs equal to float rounding (<= 1e-6). On a GPU it depends on
 cuDNN and the dtype, so ``"auto"`` keeps the default layout there.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,9 @@ def set_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
     return model
 
 
-def use_memory_format(model: nn.Module, device: str | torch.device, memory_format: str = "auto",
-                      example: torch.Tensor | None = None) -> str:
+def use_memory_format(
+    model: nn.Module, device: str | torch.device, memory_format: str = "auto", example: torch.Tensor | None = None
+) -> str:
     """Resolve ``memory_format`` for ``model`` on ``device``, apply it in place, and return the layout used.
 
     Under ``"auto"``, with an ``example`` input, channels_last is first tried on two inputs (forward

@@ -1,8 +1,9 @@
 """Small MNIST convolutional networks: the Madry et al. CNN of the paper's text, the CNN of its official code,
 and advertorch's LeNet-5."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -36,6 +37,7 @@ class MadryCNN(nn.Module):
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         x = F.max_pool2d(F.relu(self.conv1(self.normalize(x))), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
@@ -62,6 +64,7 @@ class LeNet5(nn.Module):
         self.linear2 = nn.Linear(200, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         x = F.max_pool2d(F.relu(self.conv1(self.normalize(x))), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.linear2(F.relu(self.linear1(x.flatten(1))))
@@ -88,6 +91,7 @@ class OfficialMnistCNN(nn.Module):
         self.fc1 = nn.Linear(64 * 4 * 4, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         x = F.relu(F.max_pool2d(self.conv1(self.normalize(x)), 2))
         x = F.relu(F.max_pool2d(self.conv2(x), 2))
         return self.fc1(x.flatten(1))
@@ -95,15 +99,23 @@ class OfficialMnistCNN(nn.Module):
 
 @register_model("madry_cnn", description="Madry et al. MNIST CNN (paper, appendix A)", num_classes=10, width=1.0)
 def madry_cnn(**kwargs) -> MadryCNN:
+    """Madry et al.'s MNIST CNN (the paper's, appendix A)."""
     return MadryCNN(**kwargs)
 
 
 @register_model("lenet5", description="advertorch MNIST LeNet-5 (shared robust checkpoint)", num_classes=10)
 def lenet5(**kwargs) -> LeNet5:
+    """advertorch's MNIST LeNet-5."""
     return LeNet5(**kwargs)
 
 
-@register_model("official_mnist_cnn", description="MNIST CNN of the paper's official code (pnml_adv MNISTClassifier)",
-                num_classes=10, mean=MNIST_MEAN, std=MNIST_STD)
+@register_model(
+    "official_mnist_cnn",
+    description="MNIST CNN of the paper's official code (pnml_adv MNISTClassifier)",
+    num_classes=10,
+    mean=MNIST_MEAN,
+    std=MNIST_STD,
+)
 def official_mnist_cnn(**kwargs) -> OfficialMnistCNN:
+    """The MNIST CNN of the paper's official code."""
     return OfficialMnistCNN(**kwargs)

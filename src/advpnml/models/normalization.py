@@ -1,7 +1,8 @@
 """Per-channel normalization as a model's first layer, so attacks and the defense work in pixel space."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -28,7 +29,7 @@ class Normalize(nn.Module):
             raise ValueError(f"normalization needs both mean and std or neither, got mean={mean!r}, std={std!r}")
         self.mean_values = None if mean is None else tuple(float(m) for m in mean)
         self.std_values = None if std is None else tuple(float(s) for s in std)
-        if self.std_values is not None:
+        if self.std_values is not None and self.mean_values is not None:
             if len(self.std_values) != len(self.mean_values) or min(self.std_values) <= 0:
                 raise ValueError(f"std must be positive and as long as mean, got mean={mean!r}, std={std!r}")
             shape = (1, len(self.mean_values), 1, 1)
@@ -36,11 +37,14 @@ class Normalize(nn.Module):
             self.register_buffer("std", torch.tensor(self.std_values).view(shape), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` per channel, or ``x`` unchanged."""
         if self.mean_values is None:
             return x
-        return (x - self.mean) / self.std
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        return (x - mean) / std
 
     def extra_repr(self) -> str:
+        """The mean and std, for ``print(model)``."""
         return f"mean={self.mean_values}, std={self.std_values}"
 
 
@@ -59,6 +63,7 @@ class Normalized(nn.Module):
         return f"{type(self.model).__module__}.{type(self.model).__qualname__} (normalized)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's logits of ``x`` normalized."""
         if self.normalize.mean_values is not None and x.dim() == 4 and x.shape[1] != len(self.normalize.mean_values):
             raise ValueError(f"normalize has {len(self.normalize.mean_values)} channels but the inputs have {x.shape[1]}")
         return self.model(self.normalize(x))

@@ -1,7 +1,8 @@
 """PreActResNet-18 (He et al. 2016), the CIFAR-10 model of fast adversarial training (Wong et al. 2020)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -12,6 +13,8 @@ from .registry import register_model
 
 
 class PreActBlock(nn.Module):
+    """A pre-activation residual block (BN-ReLU-conv, twice) with a 1x1 shortcut where shapes change."""
+
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
@@ -22,6 +25,7 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: its residual branch plus the shortcut."""
         out = F.relu(self.bn1(x))
         shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
         out = self.conv2(F.relu(self.bn2(self.conv1(out))))
@@ -54,13 +58,20 @@ class PreActResNet18(nn.Module):
         self.linear = nn.Linear(planes[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         out = self.conv1(self.normalize(x))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.relu(self.bn(out))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-@register_model("preact_resnet18", description="PreActResNet-18 for CIFAR-10 (fast adversarial training)",
-                num_classes=10, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+@register_model(
+    "preact_resnet18",
+    description="PreActResNet-18 for CIFAR-10 (fast adversarial training)",
+    num_classes=10,
+    mean=CIFAR10_MEAN,
+    std=CIFAR10_STD,
+)
 def preact_resnet18(**kwargs) -> PreActResNet18:
+    """A PreActResNet-18 for CIFAR-10 (fast adversarial training's model)."""
     return PreActResNet18(**kwargs)

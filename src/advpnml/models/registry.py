@@ -4,10 +4,12 @@ Every model takes inputs in the dataset's pixel range, normalizes them in its fi
 returns logits. ``create_model`` records the architecture name and the keyword arguments it
 was built with on ``model.advpnml_spec``, which checkpoints save so a file rebuilds its model.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn as nn
 
@@ -57,7 +59,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         model = info.factory(**resolved)
     except TypeError as err:
         raise ValueError(f"bad arguments for architecture {name!r}: {err}") from None
-    model.advpnml_spec = {"arch": name, "kwargs": to_plain(resolved)}
+    model.advpnml_spec = {"arch": name, "kwargs": to_plain(resolved)}  # type: ignore[assignment]  # a plain attribute, not a submodule
     return model
 
 

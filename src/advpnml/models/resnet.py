@@ -3,9 +3,10 @@
 The paper keeps only the first 100 logits of an ImageNet model and evaluates on those 100
 classes (Sec. 5.2); ``keep_logits=100`` does that.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -39,11 +40,19 @@ class ResNet50(nn.Module):
         self.keep_logits = keep_logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside), the first ``keep_logits`` when set."""
         logits = self.net(self.normalize(x))
         return logits if self.keep_logits is None else logits[:, : self.keep_logits]
 
 
-@register_model("resnet50", description="torchvision ResNet-50 for ImageNet (optional extra)",
-                num_classes=1000, keep_logits=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+@register_model(
+    "resnet50",
+    description="torchvision ResNet-50 for ImageNet (optional extra)",
+    num_classes=1000,
+    keep_logits=None,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+)
 def resnet50(**kwargs) -> ResNet50:
+    """torchvision's ResNet-50 for ImageNet (needs torchvision)."""
     return ResNet50(**kwargs)

@@ -4,6 +4,7 @@
 code, which is what they asked for, and happens only when they name it; a checkpoint never runs code (it is read
 with ``weights_only=True``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,7 +24,9 @@ def build_user_model(spec: str) -> nn.Module:
     that fails (no such file or module, no NAME, NAME raising, NAME returning something that is not a module)."""
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name:
-        raise ValueError(f"--model must be FILE.py:NAME or package.module:NAME (NAME a class or function building the model), got {spec!r}")
+        raise ValueError(
+            f"--model must be FILE.py:NAME or package.module:NAME (NAME a class or function building the model), got {spec!r}"
+        )
     if where.endswith(".py") or os.sep in where or "/" in where:
         path = Path(where)
         if not path.is_file():
@@ -41,24 +44,34 @@ def build_user_model(spec: str) -> nn.Module:
         def loader() -> None:
             nonlocal module
             module = importlib.import_module(where)
+
     try:
         loader()
     except ModuleNotFoundError as err:
         raise ValueError(f"cannot import {origin}: {err}") from None
     except Exception as err:  # the user's code: whatever it raises is reported in one line
-        raise ValueError(f"importing {origin} raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        raise ValueError(
+            f"importing {origin} raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+    if module is None:
+        raise ValueError(f"importing {origin} gave no module")
     factory = getattr(module, name, None)
     if factory is None:
-        found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
+        found = sorted(
+            k
+            for k, v in vars(module).items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
         raise ValueError(f"{origin} has no {name!r}; it defines: {', '.join(found) or 'nothing callable'}")
     if not callable(factory):
         raise ValueError(f"{origin}:{name} is a {type(factory).__name__}, not a class or function that builds a model")
     try:
         model = factory()
     except Exception as err:
-        raise ValueError(f"{origin}:{name}() raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-                         "(NAME is called without arguments)") from None
+        raise ValueError(
+            f"{origin}:{name}() raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            "(NAME is called without arguments)"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"{origin}:{name}() returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -75,6 +88,6 @@ def load_state(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                 break
     if not isinstance(payload, dict) or not payload:
         raise CheckpointError(f"{path} holds no state dict (a dict of tensors, plain or under 'state_dict' or 'model')")
-    state = {k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in payload.items()}
+    state = {k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in payload.items()}
     load_weights(model, state, source=str(path), arch=type(model).__name__)
     return model.eval()

@@ -3,9 +3,10 @@
 The paper's CIFAR-10 model is Carmon et al.'s WRN-28-10; matching their parameter names
 (``block1.layer.0.conv1``, ``convShortcut``, ``bn1``, ``fc``) lets their state dicts load as is.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -16,6 +17,8 @@ from .registry import register_model
 
 
 class BasicBlock(nn.Module):
+    """A wide residual block (BN-ReLU-conv, twice), Carmon et al.'s key names."""
+
     def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
@@ -28,13 +31,16 @@ class BasicBlock(nn.Module):
         self.convShortcut = None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: its residual branch plus the (projected) input."""
         out = self.relu1(self.bn1(x))
-        shortcut = x if self.equal_in_out else self.convShortcut(out)
+        shortcut = x if self.convShortcut is None else self.convShortcut(out)
         out = self.conv2(self.relu2(self.bn2(self.conv1(out))))
         return out + shortcut
 
 
 class NetworkBlock(nn.Module):
+    """A stack of wide residual blocks, the first with the stride."""
+
     def __init__(self, num_layers: int, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
         self.layer = nn.Sequential(
@@ -42,6 +48,7 @@ class NetworkBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The stack's output."""
         return self.layer(x)
 
 
@@ -77,13 +84,20 @@ class WideResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` (inputs in [0, 1], normalized inside)."""
         out = self.conv1(self.normalize(x))
         out = self.block3(self.block2(self.block1(out)))
         out = self.relu(self.bn1(out))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-@register_model("wide_resnet", description="WideResNet-28-10 (Carmon et al. / RobustBench key names)",
-                depth=28, widen_factor=10, num_classes=10)
+@register_model(
+    "wide_resnet",
+    description="WideResNet-28-10 (Carmon et al. / RobustBench key names)",
+    depth=28,
+    widen_factor=10,
+    num_classes=10,
+)
 def wide_resnet(**kwargs) -> WideResNet:
+    """A WideResNet (28-10 by default: Carmon et al. / RobustBench key names)."""
     return WideResNet(**kwargs)

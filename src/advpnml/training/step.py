@@ -2,27 +2,36 @@
 
 :func:`update_step` is the update every training method ends with. :class:`GraphedPgdStep` is a
 PGD-training step (PGD-40 from a start drawn outside, the update) run through
-:class:`~advpnml.graphs.GraphedStep`: on a GPU one graph launch instead of thousands of kernel
+:class:`~advpnml.accel.graphs.GraphedStep`: on a GPU one graph launch instead of thousands of kernel
 launches; elsewhere, or when capture fails, the same function eagerly. Either way the values are those
-of the eager step of :func:`advpnml.training.train` (tested on CPU, weight for weight).
+of the eager step of :func:`advpnml.training.trainer.train` (tested on CPU, weight for weight).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import PGD
-from .defense import AdversarialPnml
-from .graphs import GraphedStep
-from .modes import eval_mode, frozen_parameters
+from ..accel.graphs import GraphedStep
+from ..attacks import PGD
+from ..defense import AdversarialPnml
+from ..modes import eval_mode, frozen_parameters
 
 
-def update_step(model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                x: torch.Tensor, y: torch.Tensor, x_train: torch.Tensor, share: float | None = None,
-                use_amp: bool = False) -> torch.Tensor:
+def update_step(
+    model: nn.Module,
+    trained: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_train: torch.Tensor,
+    share: float | None = None,
+    use_amp: bool = False,
+) -> torch.Tensor:
     """Loss on ``x_train``, backward, optimizer step; returns ``(loss * n, adversarially correct, clean correct)``
     as one float64 tensor on the device, without a host synchronization.
 
@@ -53,17 +62,27 @@ class GraphedPgdStep:
     (its update reads no step counter); the caller checks that.
     """
 
-    def __init__(self, model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer, steps: int, step_size: float,
-                 refine_eps: float, bounds: tuple[float, float] | None, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        trained: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        steps: int,
+        step_size: float,
+        refine_eps: float,
+        bounds: tuple[float, float] | None,
+        log: Callable[[str], None],
+    ) -> None:
         self.model, self.trained, self.optimizer = model, trained, optimizer
         self.steps, self.step_size, self.refine_eps, self.bounds = steps, step_size, refine_eps, bounds
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
         self.graph = GraphedStep(self._step, log=log)
-        self._attack: PGD | None = None
+        self._attack = PGD(0.0, steps, step_size, bounds=bounds)  # the current step's attack: rebuilt per call (eps, seed)
         self._target: nn.Module = model
         self._defended: AdversarialPnml | None = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, eps: float, adaptive: bool, seed: int) -> torch.Tensor:
+        """One PGD-training step on a batch (attack, loss, backward, SGD update), replayed from its CUDA graph when captured."""
         self._attack = PGD(eps, self.steps, self.step_size, bounds=self.bounds, seed=seed)
         self._target = self._defense(x) if adaptive else self.model
         lr = tuple(group["lr"] for group in self.optimizer.param_groups)
@@ -74,8 +93,9 @@ class GraphedPgdStep:
             with torch.no_grad():
                 classes = self.model(x[:1]).shape[1]
             # A fixed chunk size: the memory-budget default asks the driver for free memory, which a graph cannot hold.
-            self._defended = AdversarialPnml(self.model, self.refine_eps, bounds=self.bounds, check_inputs=False,
-                                             max_batch=x.shape[0] * classes)
+            self._defended = AdversarialPnml(
+                self.model, self.refine_eps, bounds=self.bounds, check_inputs=False, max_batch=x.shape[0] * classes
+            )
         return self._defended
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:

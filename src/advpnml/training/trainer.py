@@ -6,6 +6,7 @@ generators seeded by (seed, epoch, batch), never from the global RNG, so a resum
 gives exactly the weights of an uninterrupted one. The last ``adaptive_epochs`` epochs can train
 against the adaptive attack on the defended model, as the paper's MNIST model did (appendix A).
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,20 +21,19 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from .attacks import PGD, project
-from .config import Preset
-from .data import dataset_bounds
-from .defense import AdversarialPnml
-from .identity import data_digest
-from .lock import hold
-from .models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
-from .models.checkpoint import load_weights
-from .models.registry import to_plain
-from .runtime import Runtime
-from .train_step import GraphedPgdStep, update_step
-from .validation import check_nonnegative
+from ..attacks import PGD, project
+from ..config import Preset
+from ..data import LabeledDataset, as_tensors, dataset_bounds
+from ..defense import AdversarialPnml
+from ..identity import data_digest
+from ..lock import hold
+from ..models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
+from ..models.checkpoint import load_weights
+from ..models.registry import to_plain
+from ..runtime import Runtime
+from ..validation import check_nonnegative
+from .step import GraphedPgdStep, update_step
 
 METHODS = ("standard", "pgd", "fast")
 
@@ -51,20 +51,20 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lr_schedule: str = "constant"         # "constant", "cyclic" (linear up to lr at mid-training, then down to 0)
-                                          # or "step" (times lr_gamma at each epoch of lr_milestones)
+    lr_schedule: str = "constant"  # "constant", "cyclic" (linear up to lr at mid-training, then down to 0)
+    # or "step" (times lr_gamma at each epoch of lr_milestones)
     lr_milestones: list[int] | None = None
     lr_gamma: float = 0.1
     eps: float = 0.3
-    attack_steps: int = 40                 # PGD training attack
+    attack_steps: int = 40  # PGD training attack
     attack_step_size: float = 0.01
-    fast_step_size: float | None = None    # FGSM step of fast AT; default 1.25 * eps
-    eps_warmup_epochs: int = 0             # ramp eps linearly from 0 over these epochs
-    adaptive_epochs: int = 0               # last epochs: attack the defended model end to end
-    refine_eps: float = 0.1                # lambda of the defense used by adaptive epochs
+    fast_step_size: float | None = None  # FGSM step of fast AT; default 1.25 * eps
+    eps_warmup_epochs: int = 0  # ramp eps linearly from 0 over these epochs
+    adaptive_epochs: int = 0  # last epochs: attack the defended model end to end
+    refine_eps: float = 0.1  # lambda of the defense used by adaptive epochs
     seed: int = 0
-    init_from: str | None = None           # fine-tune: start from this checkpoint's weights instead of a random init
-    init_source: str | None = None         # read init_from as an external file (see advpnml.models.EXTERNAL_SOURCES)
+    init_from: str | None = None  # fine-tune: start from this checkpoint's weights instead of a random init
+    init_source: str | None = None  # read init_from as an external file (see advpnml.models.EXTERNAL_SOURCES)
 
     def __post_init__(self) -> None:
         for name, (kind, low) in _FIELD_TYPES.items():
@@ -72,8 +72,13 @@ class TrainConfig:
             if value is None and name in _OPTIONAL:
                 continue
             if not _of_kind(value, kind) or (low is not None and value < low):
-                wanted = {"int": "a whole number", "float": "a finite number", "str": "a string", "dict": "a table",
-                          "list": "a list of whole numbers"}[kind] + ("" if low is None else f" >= {low:g}")
+                wanted = {
+                    "int": "a whole number",
+                    "float": "a finite number",
+                    "str": "a string",
+                    "dict": "a table",
+                    "list": "a list of whole numbers",
+                }[kind] + ("" if low is None else f" >= {low:g}")
                 raise ValueError(f"[training] {name} must be {wanted}, got {value!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown training method {self.method!r}; expected one of: {', '.join(METHODS)}")
@@ -88,7 +93,7 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
 
     @classmethod
-    def from_preset(cls, preset: Preset, **overrides: Any) -> "TrainConfig":
+    def from_preset(cls, preset: Preset, **overrides: Any) -> TrainConfig:
         """From a preset's ``[model]``, ``[training]`` and ``[defense]`` sections (unknown keys are errors);
         ``overrides`` that are not None (the command line's) win."""
         training = preset.section("training")
@@ -111,12 +116,28 @@ class TrainConfig:
 #: Each field's type and least value (None: any), checked before anything trains: ``epochs = 2.5`` or
 #: ``lr = "fast"`` in a preset are one line naming the key, not a TypeError mid-epoch.
 _FIELD_TYPES: dict[str, tuple[str, float | None]] = {
-    "arch": ("str", None), "arch_kwargs": ("dict", None), "method": ("str", None), "epochs": ("int", 1),
-    "batch_size": ("int", 1), "optimizer": ("str", None), "lr": ("float", 0), "momentum": ("float", 0),
-    "weight_decay": ("float", 0), "lr_schedule": ("str", None), "lr_milestones": ("list", None), "lr_gamma": ("float", 0),
-    "eps": ("float", 0), "attack_steps": ("int", 1), "attack_step_size": ("float", 0), "fast_step_size": ("float", 0),
-    "eps_warmup_epochs": ("int", 0), "adaptive_epochs": ("int", 0), "refine_eps": ("float", 0), "seed": ("int", None),
-    "init_from": ("str", None), "init_source": ("str", None),
+    "arch": ("str", None),
+    "arch_kwargs": ("dict", None),
+    "method": ("str", None),
+    "epochs": ("int", 1),
+    "batch_size": ("int", 1),
+    "optimizer": ("str", None),
+    "lr": ("float", 0),
+    "momentum": ("float", 0),
+    "weight_decay": ("float", 0),
+    "lr_schedule": ("str", None),
+    "lr_milestones": ("list", None),
+    "lr_gamma": ("float", 0),
+    "eps": ("float", 0),
+    "attack_steps": ("int", 1),
+    "attack_step_size": ("float", 0),
+    "fast_step_size": ("float", 0),
+    "eps_warmup_epochs": ("int", 0),
+    "adaptive_epochs": ("int", 0),
+    "refine_eps": ("float", 0),
+    "seed": ("int", None),
+    "init_from": ("str", None),
+    "init_source": ("str", None),
 }
 _OPTIONAL = {"arch_kwargs", "lr_milestones", "fast_step_size", "init_from", "init_source"}
 
@@ -150,8 +171,16 @@ def eps_at(config: TrainConfig, epoch_progress: float) -> float:
     return config.eps * min(1.0, epoch_progress / config.eps_warmup_epochs)
 
 
-def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, eps: float, epoch: int, seed: int,
-                      bounds: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+def adversarial_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    eps: float,
+    epoch: int,
+    seed: int,
+    bounds: tuple[float, float] | None = (0.0, 1.0),
+) -> torch.Tensor:
     """The training inputs of one batch for the configured method (clean inputs for standard training)."""
     if config.method == "standard" or eps == 0:
         return x
@@ -176,9 +205,9 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
 
 def train(
     config: TrainConfig,
-    train_set: Dataset,
+    train_set: LabeledDataset,
     out_dir: str | os.PathLike,
-    val_set: Dataset | None = None,
+    val_set: LabeledDataset | None = None,
     runtime: Runtime | None = None,
     resume: bool = False,
     dataset_name: str | None = None,
@@ -204,7 +233,7 @@ def train(
     ``contiguous``: the layout every recorded result in ``results/`` was trained with.
 
     ``runtime.cuda_graphs`` runs each PGD-training step as one captured CUDA graph
-    (:class:`~advpnml.train_step.GraphedPgdStep`): the same values (bit for bit on CPU, where it runs
+    (:class:`~advpnml.training.step.GraphedPgdStep`): the same values (bit for bit on CPU, where it runs
     eagerly), one launch per step on a GPU instead of the thousands a PGD-40 step issues.
     """
     runtime = (runtime or Runtime(memory_format="contiguous")).for_rank()
@@ -212,8 +241,17 @@ def train(
         return _train(config, train_set, Path(out_dir), val_set, runtime, resume, dataset_name, stop_after, time_limit)
 
 
-def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset | None, runtime: Runtime, resume: bool,
-           dataset_name: str | None, stop_after: int | None, time_limit: float | None) -> tuple[nn.Module, list[dict[str, float]]]:
+def _train(
+    config: TrainConfig,
+    train_set: LabeledDataset,
+    out: Path,
+    val_set: LabeledDataset | None,
+    runtime: Runtime,
+    resume: bool,
+    dataset_name: str | None,
+    stop_after: int | None,
+    time_limit: float | None,
+) -> tuple[nn.Module, list[dict[str, float]]]:
     from tqdm.auto import tqdm
 
     ctx, device, log, progress = runtime.dist, runtime.device, runtime.log, runtime.progress
@@ -222,8 +260,9 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
         torch.manual_seed(config.seed)
         model = create_model(config.arch, **(config.arch_kwargs or {}))
     if config.init_from:
-        initial = (load_external(config.init_from, config.init_source) if config.init_source
-                   else load_checkpoint(config.init_from)[0])
+        initial = (
+            load_external(config.init_from, config.init_source) if config.init_source else load_checkpoint(config.init_from)[0]
+        )
         load_weights(model, initial.state_dict(), source=config.init_from, arch=config.arch)
     optimizer = _optimizer(model, config)
     history: list[dict[str, float]] = []
@@ -235,15 +274,17 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
         if payload.get("train_config") != to_plain(asdict(config)):
             raise ValueError(f"{last} was written with other training settings; use another --out or drop --resume")
         if payload.get("data_sha256", data_sha256) != data_sha256:
-            raise ValueError(f"{last} was trained on other data (sha256 {payload['data_sha256']} -> {data_sha256}: another "
-                             "--samples or dataset); use another --out or drop --resume")
+            raise ValueError(
+                f"{last} was trained on other data (sha256 {payload['data_sha256']} -> {data_sha256}: another "
+                "--samples or dataset); use another --out or drop --resume"
+            )
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         start_epoch = int(payload["epoch"]) + 1
         history = list(payload["history"])
         log(f"resuming from {last} at epoch {start_epoch + 1}/{config.epochs}")
     model.to(device)
-    x_all, y_all = _tensors(train_set)
+    x_all, y_all = as_tensors(train_set)
     use_memory_format(model, device, runtime.memory_format, example=x_all[:2])
     _optimizer_to(optimizer, device)
     trained = model
@@ -258,7 +299,10 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     graphed = _graphed_step(config, model, trained, optimizer, bounds, runtime)
     if graphed is not None:
-        x_all, y_all = x_all.to(device), y_all.to(device)  # one copy: a step's batch is then gathered on the device, not sent from the host
+        x_all, y_all = (
+            x_all.to(device),
+            y_all.to(device),
+        )  # one copy: a step's batch is then gathered on the device, not sent from the host
     end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
     started = time.perf_counter()
     for epoch in range(start_epoch, end_epoch):
@@ -272,7 +316,9 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
         order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
         order = order if graphed is None else order.to(device)
         sums, seen = torch.zeros(3, dtype=torch.float64, device=device), 0  # loss * n, adversarially correct, clean correct
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs} [{config.method}]", disable=not progress, leave=False)
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs} [{config.method}]", disable=not progress, leave=False
+        )
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             if len(batch) < ctx.world_size:
@@ -297,16 +343,35 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", clean=f"{clean / seen:.3f}", adv=f"{adv / seen:.3f}")
         bar.close()
         totals = dict(zip(("loss", "adv", "clean", "seen"), ctx.sum([*sums.tolist(), seen])))
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "eps": eps, "loss": totals["loss"] / totals["seen"],
-               "train_clean_acc": totals["clean"] / totals["seen"], "train_adv_acc": totals["adv"] / totals["seen"],
-               "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "eps": eps,
+            "loss": totals["loss"] / totals["seen"],
+            "train_clean_acc": totals["clean"] / totals["seen"],
+            "train_adv_acc": totals["adv"] / totals["seen"],
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(row)
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}, clean {100 * row['train_clean_acc']:.1f}%, "
-            f"adv {100 * row['train_adv_acc']:.1f}% ({row['seconds']:.1f} s)")
+        log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}, clean {100 * row['train_clean_acc']:.1f}%, "
+            f"adv {100 * row['train_adv_acc']:.1f}% ({row['seconds']:.1f} s)"
+        )
         if ctx.is_main:
-            save_checkpoint(last, model, dataset=dataset_name, training=config.method, eps=config.eps,
-                            state={"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                                   "train_config": to_plain(asdict(config)), "data_sha256": data_sha256})
+            save_checkpoint(
+                last,
+                model,
+                dataset=dataset_name,
+                training=config.method,
+                eps=config.eps,
+                state={
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "train_config": to_plain(asdict(config)),
+                    "data_sha256": data_sha256,
+                },
+            )
             _write_metrics(out, history)
     model.eval()
     if end_epoch < config.epochs:
@@ -314,38 +379,65 @@ def _train(config: TrainConfig, train_set: Dataset, out: Path, val_set: Dataset 
         ctx.barrier()
         return model, history
     if ctx.is_main:
-        save_checkpoint(out / "model.pt", model, dataset=dataset_name, training=config.method, eps=config.eps,
-                        extra={"train_config": to_plain(asdict(config))})
+        save_checkpoint(
+            out / "model.pt",
+            model,
+            dataset=dataset_name,
+            training=config.method,
+            eps=config.eps,
+            extra={"train_config": to_plain(asdict(config))},
+        )
     if val_set is not None and ctx.is_main:
         validation = validate(model, val_set, config, device)
         (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
-        log(f"validation on {validation['samples']} held-out samples: clean {100 * validation['clean_acc']:.1f}%, "
-            f"PGD-{validation['pgd_steps']} at eps {config.eps:g}: {100 * validation['pgd_acc']:.1f}%")
+        log(
+            f"validation on {validation['samples']} held-out samples: clean {100 * validation['clean_acc']:.1f}%, "
+            f"PGD-{validation['pgd_steps']} at eps {config.eps:g}: {100 * validation['pgd_acc']:.1f}%"
+        )
     ctx.barrier()
     return model, history
 
 
-def _graphed_step(config: TrainConfig, model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer,
-                  bounds: tuple[float, float] | None, runtime: Runtime) -> GraphedPgdStep | None:
+def _graphed_step(
+    config: TrainConfig,
+    model: nn.Module,
+    trained: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    bounds: tuple[float, float] | None,
+    runtime: Runtime,
+) -> GraphedPgdStep | None:
     """The CUDA-graph step ``runtime.cuda_graphs`` asks for, or None (logged) where it does not apply.
 
-    Off CUDA the step still runs, eagerly (:class:`~advpnml.graphs.GraphedStep` falls back): the same values."""
+    Off CUDA the step still runs, eagerly (:class:`~advpnml.accel.graphs.GraphedStep` falls back): the same values."""
     if not runtime.cuda_graphs:
         return None
-    why = ("it captures PGD training, not " + config.method if config.method != "pgd" else
-           "it captures SGD, whose update reads no step counter, not " + config.optimizer if config.optimizer != "sgd" else
-           "DistributedDataParallel's gradient hooks are not captured" if runtime.dist.enabled else None)
+    why = (
+        "it captures PGD training, not " + config.method
+        if config.method != "pgd"
+        else "it captures SGD, whose update reads no step counter, not " + config.optimizer
+        if config.optimizer != "sgd"
+        else "DistributedDataParallel's gradient hooks are not captured"
+        if runtime.dist.enabled
+        else None
+    )
     if why:
         runtime.log(f"--cuda-graphs ignored: {why}; training eagerly")
         return None
-    return GraphedPgdStep(model, trained, optimizer, config.attack_steps, config.attack_step_size, config.refine_eps,
-                          bounds, runtime.log)
+    return GraphedPgdStep(
+        model, trained, optimizer, config.attack_steps, config.attack_step_size, config.refine_eps, bounds, runtime.log
+    )
 
 
-def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, device: torch.device | str = "cpu",
-             steps: int = 20, batch_size: int = 200) -> dict[str, float]:
+def validate(
+    model: nn.Module,
+    dataset: LabeledDataset,
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+    steps: int = 20,
+    batch_size: int = 200,
+) -> dict[str, float]:
     """Held-out clean accuracy and PGD accuracy (``steps`` steps of eps/4 ... at least 2.5 eps in total)."""
-    x_all, y_all = _tensors(dataset)
+    x_all, y_all = as_tensors(dataset)
     model = model.to(device).eval()
     step_size = max(2.5 * config.eps / steps, config.eps / 10)
     attack = PGD(config.eps, steps, step_size, seed=config.seed, bounds=dataset_bounds(dataset))
@@ -358,14 +450,14 @@ def validate(model: nn.Module, dataset: Dataset, config: TrainConfig, device: to
         with torch.no_grad():
             adv += int((model(x_adv).argmax(1) == y).sum())
     n = x_all.shape[0]
-    return {"samples": n, "clean_acc": clean / n, "pgd_acc": adv / n, "pgd_steps": steps, "pgd_step_size": step_size, "eps": config.eps}
-
-
-def _tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(dataset, "x") and hasattr(dataset, "y"):
-        return dataset.x, dataset.y
-    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
-    return torch.stack(xs), torch.as_tensor(ys)
+    return {
+        "samples": n,
+        "clean_acc": clean / n,
+        "pgd_acc": adv / n,
+        "pgd_steps": steps,
+        "pgd_step_size": step_size,
+        "eps": config.eps,
+    }
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -389,8 +481,10 @@ def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
             writer.writeheader()
             writer.writerows(history)
     except OSError as err:
-        raise ValueError(f"cannot write {out / 'metrics.csv'}: {err.strerror or err}; last.pt is saved, --resume continues") from None
-    from .plotting import pyplot, save_figure
+        raise ValueError(
+            f"cannot write {out / 'metrics.csv'}: {err.strerror or err}; last.pt is saved, --resume continues"
+        ) from None
+    from ..plotting import pyplot, save_figure
 
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
