@@ -34,6 +34,10 @@ MODELS = {
     "resnet4b": ("abcrown_resnet4b", "abcrown_cifar10_resnet4b/resnet4b.pth", "cifar10", 2 / 255, 0.0076),
     "convex_small": ("convex_small", "convex_cifar10_small_8px/cifar_small_8px.pth", "cifar10", 8 / 255, 0.03),
     "resnet18-control": ("autoattack_resnet18", None, "cifar10", 8 / 255, 0.03),
+    # a weakly trained robust CNN (2 PGD-5 epochs, the test suite's recipe): `advpnml train --config mnist5k --epochs 2
+    # --set model.width=0.25 --set training.lr=0.002 --set training.attack_steps=5 --set training.attack_step_size=0.1
+    # --set training.eps_warmup_epochs=1 --out runs/robust-small`
+    "robust-small-eps0.1": ("checkpoint", "runs/robust-small/model.pt", "mnist5k", 0.1, 0.1),
 }
 BACKWARDS = ("identity", *SECOND_ORDER)
 
