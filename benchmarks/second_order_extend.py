@@ -44,12 +44,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--targets", type=int, default=3, help="APGD-T 2nd-order's targets (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--first", type=int, default=None, help="only the published table's first N samples (a CPU budget)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     tune_cpu_allocator()
     published = _published(Path(args.records))
     old = published.settings
-    survivors = [r["index"] for r, ok in zip(published.records, published.robust("defense").tolist()) if ok]
+    records, robust = published.records, published.robust("defense").tolist()
+    if args.first is not None:
+        if args.first < 1:
+            raise SystemExit(f"--first must be at least 1, got {args.first}")
+        kept = [i for i, r in enumerate(records) if r["index"] < args.first]
+        records, robust = [records[i] for i in kept], [robust[i] for i in kept]
+    survivors = [r["index"] for r, ok in zip(records, robust) if ok]
     model = advpnml.load_external(args.checkpoint, args.source) if args.source else advpnml.load_checkpoint(args.checkpoint)[0]
     dataset = advpnml.load_dataset(old.dataset, old.split, args.data_dir, n=old.n)
     step = 2.5 * old.eps / args.steps
@@ -81,7 +88,7 @@ def main() -> None:
     result = evaluate(model, InfoSubset(dataset, survivors), settings, out, Runtime(progress=False))
     seconds = time.perf_counter() - start
     still = result.robust("defense")
-    before, n = len(survivors), len(published.records)
+    before, n = len(survivors), len(records)
     summary = {
         "published": args.records,
         "samples": n,

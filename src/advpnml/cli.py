@@ -185,7 +185,7 @@ def cmd_mechanism(args: argparse.Namespace, runtime: Runtime) -> None:
         False,
     )
     run = _load_run(args, preset, "strict")
-    run_mechanism(run, lams, args.out or f"runs/mechanism-{run.settings.dataset}", runtime)
+    run_mechanism(run, lams, args.out or f"runs/mechanism-{run.settings.dataset}", runtime, args.probe_steps)
 
 
 def cmd_bench(args: argparse.Namespace, runtime: Runtime) -> None:
@@ -433,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lams", default=None, help="comma-separated lambdas (default: the config's [sweeps] lam)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: the config's)")
     p.add_argument("--seed", type=int, default=0, help="attack seed (default: %(default)s)")
+    p.add_argument(
+        "--probe-steps",
+        type=int,
+        default=100,
+        help="steps of the attacks on the base model and of those the statistics are taken at (default: %(default)s)",
+    )
     p.add_argument(
         "--collect",
         nargs="+",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from ..jobs import Run
 from ..models.layout import use_memory_format
 from ..plotting import pyplot, save_figure
 from ..runtime import Runtime
+from ..validation import check_positive_int
 
 #: The attacks the defense's worst case is measured with (a cascade, each on what the earlier ones left): the
 #: transferred APGD-T, and through the defense APGD-CE, APGD-T, margin PGD and its second-order variant.
@@ -86,22 +88,28 @@ def refinement_statistics(model: nn.Module, defended: AdversarialPnml, x: torch.
     }
 
 
-def base_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bounds, seed: int = 0) -> torch.Tensor:
-    """Per sample: the base model correct naturally, under APGD-T (100 steps, 9 targets) and margin PGD-100 at ``eps``."""
+def base_robust(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bounds, seed: int = 0, steps: int = 100
+) -> torch.Tensor:
+    """Per sample: the base model correct naturally, under APGD-T (``steps``, 9 targets) and margin PGD (``steps`` of
+    2.5 eps / steps) at ``eps``."""
     with torch.no_grad():
         ok = model(x).argmax(1) == y
     for attack in (
-        APGDT(eps, steps=100, n_targets=9, bounds=bounds, seed=seed),
-        PGD(eps, 100, 2.5 * eps / 100, loss="margin", early_stop="steps", bounds=bounds, seed=seed),
+        APGDT(eps, steps=steps, n_targets=9, bounds=bounds, seed=seed),
+        PGD(eps, steps, 2.5 * eps / steps, loss="margin", early_stop="steps", bounds=bounds, seed=seed),
     ):
         with torch.no_grad():
             ok &= model(attack(model, x, y)).argmax(1) == y
     return ok
 
 
-def measure_point(run: Run, lam: float, out: Path, runtime: Runtime, base_at_eps: torch.Tensor) -> dict[str, Any]:
+def measure_point(
+    run: Run, lam: float, out: Path, runtime: Runtime, base_at_eps: torch.Tensor, steps: int = 100
+) -> dict[str, Any]:
     """One lambda: the refinement's statistics on clean, transferred and adaptive inputs, the base model at
-    eps + lambda, and the defense's per-sample worst case at eps (resumable in ``out``)."""
+    eps + lambda, and the defense's per-sample worst case at eps (resumable in ``out``). ``steps``: the budget of the
+    attacks outside the evaluation (the base model's, and those whose examples the statistics are taken on)."""
     settings, dataset = run.settings, run.dataset
     bounds = dataset_bounds(dataset)
     x, y = as_tensors(dataset, runtime.device)
@@ -109,8 +117,8 @@ def measure_point(run: Run, lam: float, out: Path, runtime: Runtime, base_at_eps
     defended = AdversarialPnml.from_spec(model, replace(settings.defense or DefenseSpec(lam), refine_eps=lam), bounds).eval()
     eps = settings.eps
     start = time.perf_counter()
-    transferred = APGDT(eps, steps=100, n_targets=9, bounds=bounds, seed=settings.seed)(model, x, y)
-    adaptive = PGD(eps, 100, 2.5 * eps / 100, loss="margin", early_stop="steps", bounds=bounds, seed=settings.seed)(
+    transferred = APGDT(eps, steps=steps, n_targets=9, bounds=bounds, seed=settings.seed)(model, x, y)
+    adaptive = PGD(eps, steps, 2.5 * eps / steps, loss="margin", early_stop="steps", bounds=bounds, seed=settings.seed)(
         defended, x, y
     )
     stats = {
@@ -118,7 +126,7 @@ def measure_point(run: Run, lam: float, out: Path, runtime: Runtime, base_at_eps
         for name, inputs in (("clean", x), ("transfer", transferred), ("adaptive", adaptive))
     }
     wider = eps + lam if bounds is None else min(eps + lam, bounds[1] - bounds[0])
-    base_wider = base_robust(model, x, y, wider, bounds, settings.seed)
+    base_wider = base_robust(model, x, y, wider, bounds, settings.seed, steps)
     point_settings = replace(settings, refine_eps=lam)
     result = evaluate(model, dataset, point_settings, out, runtime.quiet())
     defense_robust = int(result.robust("defense").sum())
@@ -153,23 +161,77 @@ def free_step_loss(point: dict[str, Any]) -> float:
     return point["base_at_eps"] - point["base_at_eps_plus_lambda"]
 
 
-def predict(point: dict[str, Any]) -> str:
-    """The outcome the rule predicts from quantities that need no attack through the defense.
+def gain_gap(point: dict[str, Any]) -> float:
+    """On clean inputs, how much more the best wrong label gains from its own lambda-step than the true label from its
+    own (mean over samples, in probability)."""
+    clean = point["refinement"]["clean"]
+    return clean["mean_wrong_gain"] - clean["mean_true_gain"]
 
-    The rule (fitted to nothing but the mechanism; its hits and misses over every measured point are in
-    ``results/mechanism/rule.md``): an attacker through the defense gains the free targeted lambda-step the refinement
-    gives every wrong label, and the true label's own step can win it back only where the model's probabilities are not
-    saturated. So the defense LOWERS the worst case when the base model loses more than :data:`KEEP_POINTS` points
-    between eps and eps + lambda while most clean predictions are saturated (top probability > 0.99); otherwise it
-    KEEPS it. No measured point raises it, so the rule never predicts a gain."""
+
+#: A gain gap above this (in probability) counts as "the wrong labels gain more from the refinement".
+GAIN_GAP = 0.05
+
+
+def _loses_free_step(point: dict[str, Any]) -> bool:
+    n = point["samples"]
+    lost = round(free_step_loss(point) * n)
+    return lost > max(1, int(KEEP_POINTS / 100 * n))
+
+
+def _free_step(point: dict[str, Any]) -> str:
+    return "lowers" if _loses_free_step(point) else "keeps"
+
+
+def _free_step_saturated(point: dict[str, Any]) -> str:
     saturated = point["refinement"]["clean"]["saturated"] > 0.5
-    return "lowers" if free_step_loss(point) > KEEP_POINTS / 100 and saturated else "keeps"
+    return "lowers" if _loses_free_step(point) and saturated else "keeps"
 
 
-def run_mechanism(run: Run, lams: list[float], out: str | Path, runtime: Runtime) -> Path:
+def _gain_gap(point: dict[str, Any]) -> str:
+    return "lowers" if gain_gap(point) > GAIN_GAP else "keeps"
+
+
+def _free_step_and_gain_gap(point: dict[str, Any]) -> str:
+    return "lowers" if _loses_free_step(point) and gain_gap(point) > GAIN_GAP else "keeps"
+
+
+#: The simple rules checked against every measured point, each from quantities that need no attack through the defense
+#: (the base model's robust accuracy at eps and eps + lambda, and the refinement on clean inputs). None predicts a
+#: gain: no measured point has one. ``results/mechanism/rule.md`` lists every rule's hits and the chosen one's misses.
+RULES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "free step": (
+        f"lowers iff the base model loses more than {KEEP_POINTS:g} points (and one sample) between eps and eps + lambda: "
+        "the attacker through the defense gets the free targeted lambda-step the refinement gives every wrong label",
+        _free_step,
+    ),
+    "free step, saturated": (
+        "the free step, and most clean predictions saturated (top probability > 0.99): the true label's own step "
+        "cannot win the free step back where its probability has no room to grow",
+        _free_step_saturated,
+    ),
+    "gain gap": (
+        f"lowers iff on clean inputs the best wrong label gains more than {GAIN_GAP:g} (mean probability) more from its "
+        "own lambda-step than the true label from its own",
+        _gain_gap,
+    ),
+    "free step and gain gap": ("both the free step and the gain gap", _free_step_and_gain_gap),
+}
+#: The rule :func:`predict` uses (the one with the most hits over the measured points; see ``rule.md``).
+CHOSEN_RULE = "free step, saturated"
+
+
+def predict(point: dict[str, Any]) -> str:
+    """The outcome :data:`CHOSEN_RULE` predicts from quantities that need no attack through the defense (see
+    :data:`RULES` for what each rule reads and why)."""
+    return RULES[CHOSEN_RULE][1](point)
+
+
+def run_mechanism(run: Run, lams: list[float], out: str | Path, runtime: Runtime, steps: int = 100) -> Path:
     """Measure every lambda of ``lams`` for ``run``'s model and write ``mechanism.md/.csv/.json`` and the figures
     (``gains.png``: the two gains' distributions; ``worst_case.png``: the defense's worst case against the base model
-    at eps and at eps + lambda)."""
+    at eps and at eps + lambda). ``steps``: the budget of the attacks on the base model and of those the statistics
+    are taken at (the worst case through the defense is ``run``'s settings)."""
+    check_positive_int("steps", steps)
     runtime = runtime.for_rank()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,14 +239,14 @@ def run_mechanism(run: Run, lams: list[float], out: str | Path, runtime: Runtime
     x, y = as_tensors(dataset, runtime.device)
     model = run.model.to(runtime.device).eval()
     use_memory_format(model, runtime.device, runtime.memory_format, example=x[:2])
-    base_at_eps = base_robust(model, x, y, settings.eps, dataset_bounds(dataset), settings.seed)
+    base_at_eps = base_robust(model, x, y, settings.eps, dataset_bounds(dataset), settings.seed, steps)
     runtime.log(
         f"mechanism of {settings.model} on {settings.dataset} ({len(y)} samples), eps {settings.eps:g}, lambda "
         f"{', '.join(f'{v:g}' for v in lams)}; base model robust at eps: {pct(base_at_eps.float().mean().item())}"
     )
     points = []
     for lam in lams:
-        point = measure_point(run, lam, out / f"lam={lam:g}", runtime, base_at_eps)
+        point = measure_point(run, lam, out / f"lam={lam:g}", runtime, base_at_eps, steps)
         point.update(model=settings.model, dataset=settings.dataset, outcome=outcome(point), predicted=predict(point))
         points.append(point)
         runtime.log(_line(point))
@@ -193,6 +255,7 @@ def run_mechanism(run: Run, lams: list[float], out: str | Path, runtime: Runtime
         "dataset": settings.dataset,
         "eps": settings.eps,
         "samples": len(y),
+        "probe_steps": steps,
         "columns": list(WORST_CASE_COLUMNS),
         "points": points,
     }
@@ -255,11 +318,12 @@ def _row(point: dict[str, Any]) -> list[str]:
 def markdown(summary: dict[str, Any]) -> str:
     """The per-lambda table and a short verdict for one model."""
     points = summary["points"]
+    steps = summary.get("probe_steps", 100)
     lines = [
         f"# When does the defense help? {summary['model']} on {summary['dataset']}",
         "",
-        f"{summary['samples']} test samples, eps {summary['eps']:g}. Base model at eps and at eps + lambda: APGD-T (100 steps, "
-        "9 targets) and margin PGD-100 on the base model, per sample. Defense worst case at eps: a cascade of "
+        f"{summary['samples']} test samples, eps {summary['eps']:g}. Base model at eps and at eps + lambda: APGD-T "
+        f"({steps} steps, 9 targets) and margin PGD-{steps} on the base model, per sample. Defense worst case at eps: a cascade of "
         f"{', '.join(summary['columns'])} (per sample, base row included). Gains: mean over samples of "
         "p_label(x_label) - p_label(x), the true label's and the best wrong label's (the wrong label whose refined "
         "probability is highest); clean, at APGD-T's transferred examples and at margin PGD's through the defense.",
@@ -319,31 +383,34 @@ def _plot_worst(points: list[dict[str, Any]], stem: Path, title: str) -> list[Pa
 
 
 def collect(paths: list[str | Path], out: str | Path) -> Path:
-    """Check :func:`predict` against every measured point of the ``mechanism.json`` files: ``rule.md`` with every
-    point, its outcome, the prediction, and the misses listed."""
+    """Check every rule of :data:`RULES` against every measured point of the ``mechanism.json`` files: ``rule.md`` with
+    every point, its outcome, each rule's prediction, each rule's hits and the chosen rule's misses; ``rule.json``."""
     points = []
     for path in paths:
         summary = json.loads(Path(path).read_text())
         points += [{**p, "model": summary["model"], "dataset": summary["dataset"]} for p in summary["points"]]
+    names = list(RULES)
     for p in points:
         p["outcome"], p["predicted"] = outcome(p), predict(p)
+        p["rules"] = {name: RULES[name][1](p) for name in names}
+    hits = {name: sum(p["rules"][name] == p["outcome"] for p in points) for name in names}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "| model | dataset | eps | lambda | samples | base at eps | base at eps+lambda | defense worst | clean saturated | "
-        "outcome | predicted |",
-        "|" + "---|" * 11,
-    ]
+    header = ["model", "dataset", "eps", "lambda", "samples", "base at eps", "base at eps+lambda", "defense worst"]
+    header += ["clean saturated", "gain gap (clean)", "outcome", *(f"rule: {name}" for name in names)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in points:
-        lines.append(
-            f"| {Path(p['model']).name} | {p['dataset']} | {p['eps']:.4g} | {p['lambda']:g} | {p['samples']} | "
-            f"{pct(p['base_at_eps'])} | {pct(p['base_at_eps_plus_lambda'])} | {pct(p['defense_worst'])} | "
-            f"{pct(p['refinement']['clean']['saturated'])} | {p['outcome']} | {p['predicted']} |"
-        )
+        cells = [Path(p["model"]).name, p["dataset"], f"{p['eps']:.4g}", f"{p['lambda']:g}", str(p["samples"])]
+        cells += [pct(p["base_at_eps"]), pct(p["base_at_eps_plus_lambda"]), pct(p["defense_worst"])]
+        cells += [pct(p["refinement"]["clean"]["saturated"]), f"{gain_gap(p):+.3f}", f"**{p['outcome']}**"]
+        cells += [p["rules"][name] for name in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Rules (each from quantities that need no attack through the defense):", ""]
+    lines += [f"- **{name}**: {RULES[name][0]}. Hits: {hits[name]} of {len(points)}." for name in names]
     misses = [p for p in points if p["outcome"] != p["predicted"]]
     lines += [
         "",
-        f"The rule predicts {len(points) - len(misses)} of {len(points)} points.",
+        f"The chosen rule ({CHOSEN_RULE}) predicts {len(points) - len(misses)} of {len(points)} points.",
         "Misses: "
         + (
             "; ".join(
@@ -354,5 +421,7 @@ def collect(paths: list[str | Path], out: str | Path) -> Path:
         + ".",
     ]
     (out / "rule.md").write_text("\n".join(lines) + "\n")
-    (out / "rule.json").write_text(json.dumps(points, indent=2, default=str) + "\n")
+    rules = {name: {"description": RULES[name][0], "hits": hits[name]} for name in names}
+    saved = {"chosen": CHOSEN_RULE, "rules": rules, "points": points}
+    (out / "rule.json").write_text(json.dumps(saved, indent=2, default=str) + "\n")
     return out / "rule.md"
