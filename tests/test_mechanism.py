@@ -58,6 +58,7 @@ def _point(
     true_gain: float = 0.1,
 ) -> dict:
     clean = {"saturated": saturated, "mean_true_gain": true_gain, "mean_wrong_gain": wrong_gain}
+    clean["top_probability_median"] = 0.5 + saturated / 2
     return {
         "samples": n,
         "lambda": 0.1,
@@ -85,6 +86,7 @@ def test_every_rule_answers_an_outcome_and_predict_is_the_chosen_rule():
         assert rule(lost) in ("raises", "keeps", "lowers"), name
         assert rule(kept) == "keeps", name
     assert predict(lost) == "lowers" and predict(kept) == "keeps"
+    assert predict(_point(0.9, 0.01, 0.05, saturated=0.2)) == "keeps"  # an unconfident model keeps (ResNet-4B)
 
 
 def test_collect_lists_every_point_and_the_misses(tmp_path):

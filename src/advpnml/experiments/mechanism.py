@@ -187,6 +187,15 @@ def _free_step_saturated(point: dict[str, Any]) -> str:
     return "lowers" if _loses_free_step(point) and saturated else "keeps"
 
 
+#: A model is "confident" when its median clean top probability is above this.
+CONFIDENT = 0.9
+
+
+def _free_step_confident(point: dict[str, Any]) -> str:
+    confident = point["refinement"]["clean"]["top_probability_median"] > CONFIDENT
+    return "lowers" if _loses_free_step(point) and confident else "keeps"
+
+
 def _gain_gap(point: dict[str, Any]) -> str:
     return "lowers" if gain_gap(point) > GAIN_GAP else "keeps"
 
@@ -209,6 +218,12 @@ RULES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         "cannot win the free step back where its probability has no room to grow",
         _free_step_saturated,
     ),
+    "free step, confident": (
+        f"the free step, and the median clean top probability above {CONFIDENT:g}: as the saturated rule, with the "
+        "threshold set after the first four models (LeNet-5, official CNN, ResNet-4B, certified CNN) and before the demo "
+        "model and the ResNet-18 control were measured",
+        _free_step_confident,
+    ),
     "gain gap": (
         f"lowers iff on clean inputs the best wrong label gains more than {GAIN_GAP:g} (mean probability) more from its "
         "own lambda-step than the true label from its own",
@@ -217,7 +232,7 @@ RULES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "free step and gain gap": ("both the free step and the gain gap", _free_step_and_gain_gap),
 }
 #: The rule :func:`predict` uses (the one with the most hits over the measured points; see ``rule.md``).
-CHOSEN_RULE = "free step, saturated"
+CHOSEN_RULE = "free step, confident"
 
 
 def predict(point: dict[str, Any]) -> str:
