@@ -94,12 +94,14 @@ def test_collect_lists_every_point_and_the_misses(tmp_path):
     points = [_point(0.9, 0.01, 0.05), _point(0.6, 0.59, 0.6, **even), _point(0.6, 0.59, 0.3, **even)]
     paths = []
     for i, p in enumerate(points):
-        path = tmp_path / f"m{i}.json"
-        path.write_text(json.dumps({"model": f"model{i}", "dataset": "mnist", "points": [p]}))
+        path = tmp_path / f"model{i}" / "mechanism.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"model": "runs/model.pt", "dataset": "mnist", "points": [p]}))
         paths.append(path)
     text = collect(paths, tmp_path / "rule").read_text()
     assert text.count("| model |") == 1 and all(f"model{i}" in text for i in range(3))
     assert "predicts 2 of 3 points" in text and "model2 at lambda 0.1 (lowers, predicted keeps)" in text
+    assert (tmp_path / "rule" / "rule.png").is_file() and (tmp_path / "rule" / "rule.pdf").is_file()
     saved = json.loads((tmp_path / "rule" / "rule.json").read_text())
     assert [p["outcome"] for p in saved["points"]] == ["lowers", "keeps", "lowers"]
     assert set(saved["rules"]) == set(RULES)

@@ -145,7 +145,7 @@ def load_run(
     if name is None:
         raise ValueError("no dataset: pass --data (the config and the checkpoint name none)")
     data = load_data(name, split, data_dir, download, n if n is not None else preset.n, image_size)
-    label = " ".join(str(part) for part in (model_spec, checkpoint) if part) or str(checkpoint)
+    label = " ".join(str(part) for part in (model_spec, checkpoint or source) if part)
     return make_run(preset, model, data, meta=meta, model_name=label, split=split, **settings)
 
 

@@ -397,13 +397,42 @@ def _plot_worst(points: list[dict[str, Any]], stem: Path, title: str) -> list[Pa
     return save_figure(fig, stem)
 
 
+def _plot_rule(points: list[dict[str, Any]], stem: Path) -> list[Path]:
+    """Every point: the defense's change of the worst case against the base model's loss over the free step, filled
+    where the model is confident (the chosen rule's two inputs)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    models = list(dict.fromkeys(p["label"] for p in points))
+    for i, name in enumerate(models):
+        mine = [p for p in points if p["label"] == name]
+        confident = mine[0]["refinement"]["clean"]["top_probability_median"] > CONFIDENT
+        ax.scatter(
+            [100 * free_step_loss(p) for p in mine],
+            [100 * p["defense_minus_base"] for p in mine],
+            marker="os^vDP"[i % 6],
+            facecolors=f"C{i}" if confident else "none",
+            edgecolors=f"C{i}",
+            label=f"{name} ({'confident' if confident else 'not confident'})",
+        )
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set(
+        xlabel="base model's loss from eps to eps + lambda (points)",
+        ylabel="defense worst case minus base (points)",
+        title="What the defense does to the worst case, per model and lambda",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return save_figure(fig, stem)
+
+
 def collect(paths: list[str | Path], out: str | Path) -> Path:
     """Check every rule of :data:`RULES` against every measured point of the ``mechanism.json`` files: ``rule.md`` with
     every point, its outcome, each rule's prediction, each rule's hits and the chosen rule's misses; ``rule.json``."""
     points = []
     for path in paths:
         summary = json.loads(Path(path).read_text())
-        points += [{**p, "model": summary["model"], "dataset": summary["dataset"]} for p in summary["points"]]
+        label = Path(path).parent.name or Path(summary["model"]).name
+        points += [{**p, "model": summary["model"], "label": label, "dataset": summary["dataset"]} for p in summary["points"]]
     names = list(RULES)
     for p in points:
         p["outcome"], p["predicted"] = outcome(p), predict(p)
@@ -415,7 +444,7 @@ def collect(paths: list[str | Path], out: str | Path) -> Path:
     header += ["clean saturated", "gain gap (clean)", "outcome", *(f"rule: {name}" for name in names)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in points:
-        cells = [Path(p["model"]).name, p["dataset"], f"{p['eps']:.4g}", f"{p['lambda']:g}", str(p["samples"])]
+        cells = [p["label"], p["dataset"], f"{p['eps']:.4g}", f"{p['lambda']:g}", str(p["samples"])]
         cells += [pct(p["base_at_eps"]), pct(p["base_at_eps_plus_lambda"]), pct(p["defense_worst"])]
         cells += [pct(p["refinement"]["clean"]["saturated"]), f"{gain_gap(p):+.3f}", f"**{p['outcome']}**"]
         cells += [p["rules"][name] for name in names]
@@ -428,14 +457,13 @@ def collect(paths: list[str | Path], out: str | Path) -> Path:
         f"The chosen rule ({CHOSEN_RULE}) predicts {len(points) - len(misses)} of {len(points)} points.",
         "Misses: "
         + (
-            "; ".join(
-                f"{Path(p['model']).name} at lambda {p['lambda']:g} ({p['outcome']}, predicted {p['predicted']})" for p in misses
-            )
+            "; ".join(f"{p['label']} at lambda {p['lambda']:g} ({p['outcome']}, predicted {p['predicted']})" for p in misses)
             or "none"
         )
         + ".",
     ]
     (out / "rule.md").write_text("\n".join(lines) + "\n")
+    _plot_rule(points, out / "rule")
     rules = {name: {"description": RULES[name][0], "hits": hits[name]} for name in names}
     saved = {"chosen": CHOSEN_RULE, "rules": rules, "points": points}
     (out / "rule.json").write_text(json.dumps(saved, indent=2, default=str) + "\n")
