@@ -12,9 +12,10 @@ from advpnml.defense import EXCLUDED_LOG_PROB
 from .conftest import CallCounter
 
 
-def reference_pnml(model, x, lam, steps=1, step_size=None, top_k=None, bounds=(0.0, 1.0)):
-    """Eqs. 9-12 one sample and one label at a time: returns (q, p, regret, deltas)."""
+def reference_pnml(model, x, lam, steps=1, step_size=None, top_k=None, bounds=(0.0, 1.0), direction="toward"):
+    """Eqs. 9-12 one sample and one label at a time (``away``: each step up the label's loss): (q, p, regret, deltas)."""
     step_size = lam / steps if step_size is None else step_size
+    step_size = step_size if direction == "toward" else -step_size
     with torch.no_grad():
         num_classes = model(x[:1]).shape[1]
     q = torch.zeros(x.shape[0], num_classes, dtype=x.dtype)
@@ -52,6 +53,9 @@ def reference_pnml(model, x, lam, steps=1, step_size=None, top_k=None, bounds=(0
         dict(refine_eps=0.1, refine_steps=2, step_size=0.08),
         dict(refine_eps=0.1, top_k=2),
         dict(refine_eps=0.2, top_k=1),
+        dict(refine_eps=0.1, direction="away"),
+        dict(refine_eps=0.03, refine_steps=4, direction="away"),
+        dict(refine_eps=0.2, top_k=2, direction="away"),
     ],
 )
 def test_matches_loop_reference(tiny_mlp, kwargs):
@@ -60,7 +64,13 @@ def test_matches_loop_reference(tiny_mlp, kwargs):
     defense = AdversarialPnml(tiny_mlp, **kwargs)
     out = defense.hypotheses(x)
     q, p, regret, _ = reference_pnml(
-        tiny_mlp, x, kwargs["refine_eps"], kwargs.get("refine_steps", 1), kwargs.get("step_size"), kwargs.get("top_k")
+        tiny_mlp,
+        x,
+        kwargs["refine_eps"],
+        kwargs.get("refine_steps", 1),
+        kwargs.get("step_size"),
+        kwargs.get("top_k"),
+        direction=kwargs.get("direction", "toward"),
     )
     torch.testing.assert_close(out.log_q.exp(), q, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.probs, p, atol=1e-5, rtol=0)
@@ -193,3 +203,22 @@ def test_unbounded_inputs_are_not_clamped(tiny_mlp):
     refined = defense.refine(x, torch.arange(4).expand(2, 4))
     assert refined.max() > 5.0 or refined.min() < 5.0
     assert (refined - x.unsqueeze(1)).abs().max() <= 0.5 + 1e-12
+
+
+def test_away_variant_lowers_what_toward_raises_and_comes_from_the_settings(tiny_cnn):
+    from advpnml.config import AttackSpec, DefenseSpec, EvalSettings
+
+    torch.manual_seed(3)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        before = F.softmax(tiny_cnn(x), 1)
+        toward = AdversarialPnml(tiny_cnn, 0.1).hypotheses(x).probs
+        away = AdversarialPnml(tiny_cnn, 0.1, direction="away").hypotheses(x).probs
+    assert (toward >= before - 1e-6).float().mean() > 0.9 and (away <= before + 1e-6).float().mean() > 0.9
+    settings = EvalSettings("mnist", "test", 4, 0.3, 0.1, [AttackSpec("FGSM", "fgsm")])
+    assert settings.digest() == EvalSettings("mnist", "test", 4, 0.3, 0.1, [AttackSpec("FGSM", "fgsm")]).digest()
+    varied = EvalSettings("mnist", "test", 4, 0.3, 0.1, [AttackSpec("FGSM", "fgsm")], refine_direction="away")
+    assert varied.digest() != settings.digest() and varied.defense == DefenseSpec(0.1, direction="away")
+    assert "direction=away" in repr(AdversarialPnml.from_spec(tiny_cnn, varied.defense))
+    with pytest.raises(ValueError, match="direction must be one of toward, away, got 'sideways'"):
+        DefenseSpec(0.1, direction="sideways")

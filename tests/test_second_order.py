@@ -54,11 +54,12 @@ def test_the_gradient_is_bpdas_minus_lambda_times_a_hessian_vector_product(tiny_
     torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("direction", ["toward", "away"])
 @pytest.mark.parametrize("mode", SECOND_ORDER)
-def test_the_forward_is_the_defenses_own(tiny_cnn, mode):
+def test_the_forward_is_the_defenses_own(tiny_cnn, mode, direction):
     torch.manual_seed(1)
     x = torch.rand(3, 1, 28, 28)
-    plain = AdversarialPnml(tiny_cnn, 0.1)
+    plain = AdversarialPnml(tiny_cnn, 0.1, direction=direction)
     second = plain.with_backward(mode)
     assert second.bpda == mode and plain.bpda == "identity" and second.model is plain.model
     with torch.no_grad():

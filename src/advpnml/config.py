@@ -52,6 +52,9 @@ class AttackSpec:
 #: (:data:`SECOND_ORDER`: straight-through, a scaled tanh, the normalized gradient).
 SECOND_ORDER = ("second-order-ste", "second-order-tanh", "second-order-normalized")
 BPDA_MODES = ("identity", "clamp", *SECOND_ORDER)
+#: Which way the refinement steps: ``toward`` each label (eq. 9, the paper's) or ``away`` from it (each label's
+#: probability after a step that attacks it: the variant of issue 27 that denies wrong labels a free step toward them).
+REFINE_DIRECTIONS = ("toward", "away")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class DefenseSpec:
     refine_steps: int = 1
     top_k: int | None = None
     bpda: str = "identity"
+    direction: str = "toward"
 
     def __post_init__(self) -> None:  # checked here, before any model is loaded or trained
         if not _type_ok(self.refine_eps, _NUMBER) or not 0 <= self.refine_eps < float("inf"):
@@ -74,6 +78,8 @@ class DefenseSpec:
             raise ValueError(f"top_k must be a positive whole number, got {self.top_k!r}")
         if self.bpda not in BPDA_MODES:
             raise ValueError(f"bpda must be one of {', '.join(BPDA_MODES)}, got {self.bpda!r}")
+        if self.direction not in REFINE_DIRECTIONS:
+            raise ValueError(f"the refinement's direction must be one of {', '.join(REFINE_DIRECTIONS)}, got {self.direction!r}")
 
 
 @dataclass
@@ -102,6 +108,7 @@ class EvalSettings:
     model: str = ""
     cascade: bool = False
     bpda: str = "identity"
+    refine_direction: str = "toward"
 
     def __post_init__(self) -> None:  # checked before any model is loaded
         if not _type_ok(self.eps, _NUMBER) or not 0 <= self.eps < float("inf"):
@@ -115,7 +122,7 @@ class EvalSettings:
         """The defense this run evaluates beside the base model (None: base model only)."""
         if self.refine_eps is None:
             return None
-        return DefenseSpec(self.refine_eps, self.refine_steps, self.top_k, self.bpda)
+        return DefenseSpec(self.refine_eps, self.refine_steps, self.top_k, self.bpda, self.refine_direction)
 
     def digest(self) -> str:
         """sha256 of the settings (16 hex digits): a records file resumes only under the same digest."""
@@ -145,7 +152,7 @@ class EvalSettings:
 
 
 #: Settings added after runs were recorded, at the values those runs had.
-_LATER_DEFAULTS = {"cascade": False, "bpda": "identity"}
+_LATER_DEFAULTS = {"cascade": False, "bpda": "identity", "refine_direction": "toward"}
 
 
 def only_the_path_changed(changes: list[str]) -> bool:
@@ -277,7 +284,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "paper": _TABLE,
         "sweeps": _TABLE,
     },
-    "defense": {"refine_eps": _NUMBER, "refine_steps": _COUNT, "top_k": _COUNT},
+    "defense": {"refine_eps": _NUMBER, "refine_steps": _COUNT, "top_k": _COUNT, "direction": _TEXT},
     "evaluation": {"eps": _NUMBER, "batch_size": _COUNT, "n": _COUNT, "attacks": _LIST, "strong": _LIST, "autoattack": _LIST},
     "attack": {
         "column": _TEXT,
@@ -527,6 +534,7 @@ class Preset:
             int(refine_steps or table.get("refine_steps", 1)),
             top_k or table.get("top_k"),
             protocol_bpda(self.data, protocol),
+            table.get("direction", "toward"),
         )
 
     def attacks(self, only: list[str] | None = None, suite: str = "paper", protocol: str = "strict") -> list[AttackSpec]:
@@ -587,6 +595,7 @@ class Preset:
             model=model,
             cascade=cascade,
             bpda=defense.bpda,
+            refine_direction=defense.direction,
         )
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import BPDA_MODES, SECOND_ORDER, DefenseSpec
+from ..config import BPDA_MODES, REFINE_DIRECTIONS, SECOND_ORDER, DefenseSpec
 from ..modes import frozen_parameters
 from ..validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 from .second_order import refine_through_gradient
@@ -86,6 +86,10 @@ class AdversarialPnml(nn.Module):
             refinement pushes out of the box get zero gradient (``--protocol paper``). ``"second-order-*"``:
             the refinement differentiated through the gradient it steps along (Appendix B, eq. 15;
             :mod:`advpnml.defense.second_order`). Same forward.
+        direction: ``"toward"`` (eq. 9: each label's refined input moves down its loss) or ``"away"``: up it,
+            so p_i is the probability label i keeps after a lambda-step that attacks it. A variant, not the
+            paper's: it denies every wrong label the free step toward it that the attack through the defense
+            exploits (``results/mechanism/``).
 
     ``forward`` returns log q, shape (N, C), so the defended model is itself a classifier that
     every attack in :mod:`advpnml.attacks` runs against unchanged.
@@ -104,8 +108,12 @@ class AdversarialPnml(nn.Module):
         max_batch: int | None = None,
         memory_budget: int | None = None,
         bpda: str = "identity",
+        direction: str = "toward",
     ) -> None:
         super().__init__()
+        if direction not in REFINE_DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(REFINE_DIRECTIONS)}, got {direction!r}")
+        self.direction = direction
         if bpda not in BPDA_MODES:
             raise ValueError(f"bpda must be one of {', '.join(BPDA_MODES)}, got {bpda!r}")
         self.bpda = bpda
@@ -135,13 +143,24 @@ class AdversarialPnml(nn.Module):
     ) -> AdversarialPnml:
         """The defense a :class:`~advpnml.config.DefenseSpec` describes (a preset's ``[defense]`` table, ``--lam``);
         ``options``: the keyword arguments of :class:`AdversarialPnml` that are not settings (``check_inputs``, ...)."""
-        return cls(model, spec.refine_eps, spec.refine_steps, top_k=spec.top_k, bounds=bounds, bpda=spec.bpda, **options)
+        return cls(
+            model,
+            spec.refine_eps,
+            spec.refine_steps,
+            top_k=spec.top_k,
+            bounds=bounds,
+            bpda=spec.bpda,
+            direction=spec.direction,
+            **options,
+        )
 
     def extra_repr(self) -> str:
         """Lambda, steps, step size, top-k, bounds and (when not the identity) the backward, for ``print(defense)``."""
         return (
             f"refine_eps={self.refine_eps:g}, refine_steps={self.refine_steps}, step_size={self.step_size:g}, "
-            f"top_k={self.top_k}, bounds={self.bounds}" + (f", bpda={self.bpda}" if self.bpda != "identity" else "")
+            f"top_k={self.top_k}, bounds={self.bounds}"
+            + (f", bpda={self.bpda}" if self.bpda != "identity" else "")
+            + (f", direction={self.direction}" if self.direction != "toward" else "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +236,7 @@ class AdversarialPnml(nn.Module):
         """
         if self._second_order(x):
             return refine_through_gradient(
-                self.model, x, labels, self.step_size, self.refine_steps, self.refine_eps, self.bounds, self.bpda
+                self.model, x, labels, self._signed_step, self.refine_steps, self.refine_eps, self.bounds, self.bpda
             )
         n, h = labels.shape
         flat_shape = (n * h, *x.shape[1:])
@@ -230,8 +249,8 @@ class AdversarialPnml(nn.Module):
                     grad = self._shared_first_gradients(x.detach(), labels, _shared).reshape(flat_shape)
                 else:
                     grad = self._expanded_gradients(current.detach(), targets)
-                # Targeted step: move *down* the loss of the hypothesised label (eq. 2 / eq. 9).
-                current = current.detach() - self.step_size * grad.sign()
+                # Targeted step: move *down* the loss of the hypothesised label (eq. 2 / eq. 9); "away": up it.
+                current = current.detach() - self._signed_step * grad.sign()
                 if self.refine_steps > 1:
                     current = torch.min(torch.max(current, start - self.refine_eps), start + self.refine_eps)
                 unclamped = current
@@ -243,6 +262,10 @@ class AdversarialPnml(nn.Module):
             return (x.unsqueeze(1) + moved).clamp(*self.bounds)
         delta = (current - start).detach().view(n, h, *x.shape[1:])
         return x.unsqueeze(1) + delta
+
+    @property
+    def _signed_step(self) -> float:
+        return self.step_size if self.direction == "toward" else -self.step_size
 
     def _second_order(self, x: torch.Tensor) -> bool:
         """Whether this call differentiates the refinement itself (an attack's forward with a second-order backward)."""
