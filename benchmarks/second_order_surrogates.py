@@ -77,6 +77,19 @@ def main() -> None:
             "APGD-CE": lambda: APGD(eps, steps=args.steps, loss="ce", seed=0),
             "APGD-T": lambda: APGDT(eps, steps=args.steps, n_targets=args.targets, seed=0),
         }
+
+        def row(attack: str, backward: str, robust: torch.Tensor, seconds: float | None) -> dict:
+            return {
+                "model": name,
+                "eps": eps,
+                "lambda": lam,
+                "samples": len(data.y),
+                "attack": attack,
+                "backward": backward,
+                "robust": robust.float().mean().item(),
+                "seconds": seconds,
+            }
+
         for attack_name in args.attacks.split(","):
             make = attacks[attack_name]
             robust_all = clean.clone()
@@ -87,31 +100,9 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 robust = clean & accuracy(defended, x_adv, data.y)
                 robust_all &= robust
-                rows.append(
-                    {
-                        "model": name,
-                        "eps": eps,
-                        "lambda": lam,
-                        "samples": len(data.y),
-                        "attack": attack_name,
-                        "backward": backward,
-                        "robust": robust.float().mean().item(),
-                        "seconds": seconds,
-                    }
-                )
+                rows.append(row(attack_name, backward, robust, seconds))
                 print(f"{name} {attack_name:<10} {backward:<24} {100 * rows[-1]['robust']:5.1f}%  {seconds:7.1f} s", flush=True)
-            rows.append(
-                {
-                    "model": name,
-                    "eps": eps,
-                    "lambda": lam,
-                    "samples": len(data.y),
-                    "attack": attack_name,
-                    "backward": "all, per sample",
-                    "robust": robust_all.float().mean().item(),
-                    "seconds": None,
-                }
-            )
+            rows.append(row(attack_name, "all, per sample", robust_all, None))
             print(f"{name} {attack_name:<10} {'all, per sample':<24} {100 * rows[-1]['robust']:5.1f}%", flush=True)
     (out / "surrogates.json").write_text(
         json.dumps({"rows": rows, "steps": args.steps, "targets": args.targets, "environment": environment()}, indent=2) + "\n"

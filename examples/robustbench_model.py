@@ -36,29 +36,13 @@ def main() -> None:
     if args.imagenet:
         model = load_model("Wong2020Fast", dataset="imagenet", threat_model="Linf")
         # the paper keeps the first 100 logits and the first 100 classes; the imagenet preset and dataset do the same
-        model = FirstLogits(model, 100)
-        found = advpnml.evaluate(
-            model,
-            "imagenet",
-            preset="imagenet",
-            n=args.n,
-            data_dir=args.data_dir,
-            device=args.device,
-            suite="strong",
-            out="runs/robustbench-wong2020fast",
-        )
+        model, dataset, out = FirstLogits(model, 100), "imagenet", "runs/robustbench-wong2020fast"
     else:
         model = load_model("Carmon2019Unlabeled", dataset="cifar10", threat_model="Linf")
-        found = advpnml.evaluate(
-            model,
-            "cifar10",
-            preset="cifar10",
-            n=args.n,
-            data_dir=args.data_dir,
-            device=args.device,
-            suite="strong",
-            out="runs/robustbench-carmon2019",
-        )
+        dataset, out = "cifar10", "runs/robustbench-carmon2019"
+    found = advpnml.evaluate(
+        model, dataset, preset=dataset, n=args.n, data_dir=args.data_dir, device=args.device, suite="strong", out=out
+    )
     print(found.markdown())
 
 

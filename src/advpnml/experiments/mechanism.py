@@ -88,28 +88,50 @@ def refinement_statistics(model: nn.Module, defended: AdversarialPnml, x: torch.
     }
 
 
-def base_robust(
+def transfer_examples(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bounds, seed: int = 0, steps: int = 100
 ) -> torch.Tensor:
+    """APGD-T (``steps``, 9 targets) on the base model at ``eps``: the transferred examples the statistics are taken at,
+    and the first attack of :func:`base_robust`."""
+    return APGDT(eps, steps=steps, n_targets=9, bounds=bounds, seed=seed)(model, x, y)
+
+
+def base_robust(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    bounds,
+    seed: int = 0,
+    steps: int = 100,
+    transferred: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per sample: the base model correct naturally, under APGD-T (``steps``, 9 targets) and margin PGD (``steps`` of
-    2.5 eps / steps) at ``eps``."""
+    2.5 eps / steps) at ``eps``. ``transferred``: APGD-T's examples (:func:`transfer_examples`) when the caller has
+    them at this eps already."""
+    if transferred is None:
+        transferred = transfer_examples(model, x, y, eps, bounds, seed, steps)
+    margin = PGD(eps, steps, 2.5 * eps / steps, loss="margin", early_stop="steps", bounds=bounds, seed=seed)
     with torch.no_grad():
         ok = model(x).argmax(1) == y
-    for attack in (
-        APGDT(eps, steps=steps, n_targets=9, bounds=bounds, seed=seed),
-        PGD(eps, steps, 2.5 * eps / steps, loss="margin", early_stop="steps", bounds=bounds, seed=seed),
-    ):
-        with torch.no_grad():
-            ok &= model(attack(model, x, y)).argmax(1) == y
+        ok &= model(transferred).argmax(1) == y
+        ok &= model(margin(model, x, y)).argmax(1) == y
     return ok
 
 
 def measure_point(
-    run: Run, lam: float, out: Path, runtime: Runtime, base_at_eps: torch.Tensor, steps: int = 100
+    run: Run,
+    lam: float,
+    out: Path,
+    runtime: Runtime,
+    base_at_eps: torch.Tensor,
+    transferred: torch.Tensor,
+    steps: int = 100,
 ) -> dict[str, Any]:
-    """One lambda: the refinement's statistics on clean, transferred and adaptive inputs, the base model at
-    eps + lambda, and the defense's per-sample worst case at eps (resumable in ``out``). ``steps``: the budget of the
-    attacks outside the evaluation (the base model's, and those whose examples the statistics are taken on)."""
+    """One lambda: the refinement's statistics on clean, transferred (``transferred``: :func:`transfer_examples` at
+    eps, the same for every lambda) and adaptive inputs, the base model at eps + lambda, and the defense's per-sample
+    worst case at eps (resumable in ``out``). ``steps``: the budget of the attacks outside the evaluation (the base
+    model's, and those whose examples the statistics are taken on)."""
     settings, dataset = run.settings, run.dataset
     bounds = dataset_bounds(dataset)
     x, y = as_tensors(dataset, runtime.device)
@@ -117,7 +139,6 @@ def measure_point(
     defended = AdversarialPnml.from_spec(model, replace(settings.defense or DefenseSpec(lam), refine_eps=lam), bounds).eval()
     eps = settings.eps
     start = time.perf_counter()
-    transferred = APGDT(eps, steps=steps, n_targets=9, bounds=bounds, seed=settings.seed)(model, x, y)
     adaptive = PGD(eps, steps, 2.5 * eps / steps, loss="margin", early_stop="steps", bounds=bounds, seed=settings.seed)(
         defended, x, y
     )
@@ -152,8 +173,13 @@ def outcome(point: dict[str, Any]) -> str:
     one sample, else ``keeps`` (counted in samples, so no rounding decides it)."""
     n = point["samples"]
     gain = round(point["defense_minus_base"] * n)
-    tolerance = max(1, int(KEEP_POINTS / 100 * n))
+    tolerance = _tolerance(n)
     return "raises" if gain > tolerance else "lowers" if gain < -tolerance else "keeps"
+
+
+def _tolerance(n: int) -> int:
+    """Samples within which a change counts as none: :data:`KEEP_POINTS` points of ``n``, at least one sample."""
+    return max(1, int(KEEP_POINTS / 100 * n))
 
 
 def free_step_loss(point: dict[str, Any]) -> float:
@@ -173,9 +199,7 @@ GAIN_GAP = 0.05
 
 
 def _loses_free_step(point: dict[str, Any]) -> bool:
-    n = point["samples"]
-    lost = round(free_step_loss(point) * n)
-    return lost > max(1, int(KEEP_POINTS / 100 * n))
+    return round(free_step_loss(point) * point["samples"]) > _tolerance(point["samples"])
 
 
 def _free_step(point: dict[str, Any]) -> str:
@@ -191,9 +215,12 @@ def _free_step_saturated(point: dict[str, Any]) -> str:
 CONFIDENT = 0.9
 
 
+def _confident(point: dict[str, Any]) -> bool:
+    return point["refinement"]["clean"]["top_probability_median"] > CONFIDENT
+
+
 def _free_step_confident(point: dict[str, Any]) -> str:
-    confident = point["refinement"]["clean"]["top_probability_median"] > CONFIDENT
-    return "lowers" if _loses_free_step(point) and confident else "keeps"
+    return "lowers" if _loses_free_step(point) and _confident(point) else "keeps"
 
 
 def _gain_gap(point: dict[str, Any]) -> str:
@@ -254,14 +281,16 @@ def run_mechanism(run: Run, lams: list[float], out: str | Path, runtime: Runtime
     x, y = as_tensors(dataset, runtime.device)
     model = run.model.to(runtime.device).eval()
     use_memory_format(model, runtime.device, runtime.memory_format, example=x[:2])
-    base_at_eps = base_robust(model, x, y, settings.eps, dataset_bounds(dataset), settings.seed, steps)
+    bounds = dataset_bounds(dataset)
+    transferred = transfer_examples(model, x, y, settings.eps, bounds, settings.seed, steps)
+    base_at_eps = base_robust(model, x, y, settings.eps, bounds, settings.seed, steps, transferred)
     runtime.log(
         f"mechanism of {settings.model} on {settings.dataset} ({len(y)} samples), eps {settings.eps:g}, lambda "
         f"{', '.join(f'{v:g}' for v in lams)}; base model robust at eps: {pct(base_at_eps.float().mean().item())}"
     )
     points = []
     for lam in lams:
-        point = measure_point(run, lam, out / f"lam={lam:g}", runtime, base_at_eps, steps)
+        point = measure_point(run, lam, out / f"lam={lam:g}", runtime, base_at_eps, transferred, steps)
         point.update(model=settings.model, dataset=settings.dataset, outcome=outcome(point), predicted=predict(point))
         points.append(point)
         runtime.log(_line(point))
@@ -405,7 +434,7 @@ def _plot_rule(points: list[dict[str, Any]], stem: Path) -> list[Path]:
     models = list(dict.fromkeys(p["label"] for p in points))
     for i, name in enumerate(models):
         mine = [p for p in points if p["label"] == name]
-        confident = mine[0]["refinement"]["clean"]["top_probability_median"] > CONFIDENT
+        confident = _confident(mine[0])
         ax.scatter(
             [100 * free_step_loss(p) for p in mine],
             [100 * p["defense_minus_base"] for p in mine],
@@ -435,8 +464,8 @@ def collect(paths: list[str | Path], out: str | Path) -> Path:
         points += [{**p, "model": summary["model"], "label": label, "dataset": summary["dataset"]} for p in summary["points"]]
     names = list(RULES)
     for p in points:
-        p["outcome"], p["predicted"] = outcome(p), predict(p)
         p["rules"] = {name: RULES[name][1](p) for name in names}
+        p["outcome"], p["predicted"] = outcome(p), p["rules"][CHOSEN_RULE]
     hits = {name: sum(p["rules"][name] == p["outcome"] for p in points) for name in names}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
