@@ -72,7 +72,7 @@ def _evaluate_and_resume(argv: list[str], out, capsys) -> None:
     assert main([*common, "--memory-format", FORMATS[0]]) == 0, capsys.readouterr().err
     records = (out / "records.jsonl").read_text().splitlines()
     header = json.loads(records[0])
-    assert len(records) == 3 and {"model_sha256", "computation_sha256", "architecture"} <= set(header["identity"])
+    assert len(records) == 3 and {"model_sha256", "outputs", "architecture"} <= set(header["identity"])
     assert set(json.loads((out / "results.json").read_text())["summary"]) >= {"base", "defense"}
     capsys.readouterr()
     assert main([*common, "--memory-format", FORMATS[1]]) == 0, capsys.readouterr().err

@@ -1,9 +1,15 @@
-"""A run's identity is the model as it computes: architecture or source, normalization, every buffer and parameter,
-in any memory format; a refused resume names what changed, and the same run by another path resumes."""
+"""A run's identity is the model as it computes: its weights, and its outputs on a seeded probe batch whatever code
+computes them (a helper outside ``forward``, another method, another file); a ``--model FILE.py`` run resumes in a
+fresh interpreter and from a copy of the file; a refused resume names what changed; the same run by another path
+resumes."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -12,7 +18,7 @@ from advpnml.cli import main
 from advpnml.config import AttackSpec, EvalSettings
 from advpnml.evaluation.engine import evaluate
 from advpnml.evaluation.records import RunMismatchError
-from advpnml.identity import computation_digest, model_digest
+from advpnml.identity import PROBE_RTOL, model_digest, probe_outputs, probes_differ
 from advpnml.models import create_model, save_checkpoint, set_memory_format
 from advpnml.runtime import QUIET
 
@@ -33,18 +39,168 @@ def test_any_tensor_hashes_and_its_layout_does_not_matter(tensor):
     plain, laid_out = torch.nn.Module(), torch.nn.Module()
     plain.register_buffer("b", tensor.contiguous())
     laid_out.register_buffer("b", tensor)
-    assert model_digest(plain) == model_digest(laid_out) and computation_digest(plain) == computation_digest(laid_out)
+    assert model_digest(plain) == model_digest(laid_out)
 
 
-def test_batch_norm_and_channels_last_models_hash_and_agree_across_formats():
+def test_batch_norm_and_channels_last_models_hash_and_agree_across_formats(cifar_like):
     for name in ("preact_resnet18", "resnet4b", "wide_resnet"):
         torch.manual_seed(0)
         model = create_model(name, **({"depth": 10, "widen_factor": 1} if name == "wide_resnet" else {}))
-        digests = []
+        digests, probes = [], []
         for fmt in ("contiguous", "channels_last"):
             set_memory_format(model, fmt)
-            digests.append((model_digest(model), computation_digest(model)))
+            digests.append(model_digest(model))
+            probes.append(probe_outputs(model, cifar_like))
         assert digests[0] == digests[1], name
+        assert probes_differ(*probes) is None, name
+
+
+@pytest.fixture(scope="module")
+def cifar_like():
+    from advpnml.data.user import tensors_dataset
+
+    return tensors_dataset(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(4))
+
+
+def test_probes_agree_within_the_tolerance_and_say_where_they_differ():
+    base = [[1.0, -2.0, 30.0], [0.5, 0.25, -4.0]]
+    assert probes_differ(base, base) is None
+    near = [[v + PROBE_RTOL * 30 * 0.9 for v in row] for row in base]
+    assert probes_differ(base, near) is None, "within the tolerance of the outputs' scale (30)"
+    far = [row[:] for row in base]
+    far[1][2] = -3.0
+    assert probes_differ(base, far) == (
+        "outputs differ by up to 1 (tolerance 0.002 of the outputs' scale 30; probe 1, output 2: -4 -> -3)"
+    )
+    assert probes_differ(base, [row[:2] for row in base]) == "outputs of shape (2, 3) -> (2, 2)"
+    assert probes_differ("garbage", base) == "the stored probe is unreadable"
+
+
+def test_a_model_that_draws_random_numbers_probes_the_same_every_time(mnist5k_test):
+    class Noisy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.linear(x.flatten(1) + 0.1 * torch.randn_like(x.flatten(1)))
+
+    torch.manual_seed(0)
+    model = Noisy()
+    first = probe_outputs(model, mnist5k_test.head(4))
+    torch.manual_seed(123)  # the global generator elsewhere: the probe seeds and restores its own
+    state = torch.get_rng_state()
+    assert probe_outputs(model, mnist5k_test.head(4)) == first
+    assert torch.equal(torch.get_rng_state(), state), "the caller's random state is untouched"
+
+
+USER_FILE = textwrap.dedent("""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from helpers import squash
+
+
+    def act(x):
+        return torch.relu(x)
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a = nn.Linear(784, 32)
+            self.b = nn.Linear(32, 10)
+
+        def features(self, x):
+            return act(self.a(x.flatten(1)))
+
+        def forward(self, x):
+            return squash(self.b(F.dropout(self.features(x), 0.0)))
+""")
+HELPERS_FILE = "def squash(x):\n    return x\n"
+
+
+def _user_run(folder, out, tmp_path) -> list[str]:
+    return [
+        "evaluate",
+        "--model",
+        f"{folder / 'net.py'}:Net",
+        "--data",
+        str(tmp_path / "digits.npz"),
+        "--eps",
+        "0.1",
+        "--lam",
+        "0.1",
+        "--attacks",
+        "FGSM",
+        "--checks",
+        "0",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+
+
+@pytest.fixture
+def user_model(tmp_path, mnist5k_test):
+    import numpy as np
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "net.py").write_text(USER_FILE)
+    (folder / "helpers.py").write_text(HELPERS_FILE)
+    test = mnist5k_test.head(4)
+    np.savez(tmp_path / "digits.npz", x=(test.x * 255).round().byte().numpy(), y=test.y.numpy())
+    yield folder
+    sys.modules.pop("helpers", None)  # another file the model imports: the next import reads it anew
+    if str(folder) in sys.path:
+        sys.path.remove(str(folder))
+
+
+def test_a_user_model_run_resumes_in_a_fresh_interpreter_and_from_a_copy(user_model, tmp_path, capsys):
+    argv = _user_run(user_model, tmp_path / "out", tmp_path)
+    for _ in range(2):  # each a new process: Python's salted hash() once named the module, so no rerun resumed
+        done = subprocess.run([sys.executable, "-m", "advpnml", *argv], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming: 4 samples" in done.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(user_model, copy)
+    sys.modules.pop("helpers", None)
+    assert main(_user_run(copy, tmp_path / "out", tmp_path)) == 0, capsys.readouterr().err
+    assert "resuming: 4 samples" in capsys.readouterr().out
+    header = json.loads((tmp_path / "out" / "records.jsonl").read_text().splitlines()[0])
+    assert header["identity"]["architecture"] == "Net (net.py)"
+
+
+@pytest.mark.parametrize(
+    "file, old, new",
+    [
+        ("net.py", "return torch.relu(x)", "return torch.sigmoid(x)"),  # a helper outside forward
+        ("net.py", "return act(self.a(x.flatten(1)))", "return act(self.a(x.flatten(1)) * 1.5)"),  # a second method
+        ("net.py", "F.dropout(self.features(x), 0.0)", "F.softplus(self.features(x))"),  # a functional call
+        ("helpers.py", "return x", "return 2 * x"),  # another file
+    ],
+    ids=["helper", "method", "functional", "other-file"],
+)
+def test_an_edit_anywhere_the_model_computes_is_refused(user_model, tmp_path, capsys, file, old, new):
+    argv = _user_run(user_model, tmp_path / "out", tmp_path)
+    assert main(argv) == 0, capsys.readouterr().err
+    source = user_model / file
+    assert old in source.read_text()
+    source.write_text(source.read_text().replace(old, new))
+    sys.modules.pop("helpers", None)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "other content: the model as it computes (its outputs on the probe batch" in err, err
+    source.write_text(source.read_text().replace(new, old))  # edited back: the same model, it resumes
+    sys.modules.pop("helpers", None)
+    assert main(argv) == 0 and "resuming: 4 samples" in capsys.readouterr().out
 
 
 def _settings(n: int = 2, **changes) -> EvalSettings:
@@ -67,7 +223,7 @@ def test_a_changed_normalization_is_another_model(mnist5k_test, tmp_path):
     renormalized = create_model("madry_cnn", width=0.125, mean=(0.2,), std=(0.3,))
     renormalized.load_state_dict(model.state_dict())  # the same weights: the state dict cannot tell them apart
     assert model_digest(renormalized) == model_digest(model)
-    with pytest.raises(RunMismatchError, match=r"other content: the model as it computes \(its layers, normalization"):
+    with pytest.raises(RunMismatchError, match=r"other content: the model as it computes \(its outputs on the probe batch"):
         evaluate(renormalized, mnist5k_test.head(2), _settings(), tmp_path, QUIET)
 
 

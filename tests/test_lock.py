@@ -35,7 +35,7 @@ def _write_lock(folder, pid, start=None, raw: bytes | None = None) -> None:
 @pytest.fixture
 def live_python():
     """A live Python process that is not this one (the holder of a lock)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     yield proc
     proc.kill()
     proc.wait()
@@ -96,7 +96,7 @@ def test_a_reused_pid_or_another_program_is_not_the_holder(tmp_path, live_python
     assert holder_is_alive(reused, HOST) == (False, f"pid {live_python.pid} is now another process (started later)")
     assert holder_is_alive({**reused, "start": process_start(live_python.pid)}, HOST) == (True, "")
     assert holder_is_alive({**reused, "host": "elsewhere"}, HOST) == (True, ""), "another machine's process cannot be judged"
-    sleeper = subprocess.Popen(["sleep", "60"])
+    sleeper = subprocess.Popen(["sleep", "3600"])
     try:
         _write_lock(tmp_path, sleeper.pid)  # no start time recorded, and the pid runs `sleep`, not a Python job
         messages = []
@@ -124,6 +124,13 @@ def test_a_full_disk_while_locking_is_one_line_and_leaves_nothing(tmp_path, monk
     with pytest.raises(ValueError, match="cannot lock .*No space left on device"):
         FolderLock(tmp_path).__enter__()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_path_that_is_a_directory_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / LOCK_NAME).mkdir()
+    with pytest.raises(ValueError, match=rf"{LOCK_NAME} is a directory, not a lock file; remove it or use another --out$"):
+        FolderLock(tmp_path).__enter__()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME], "no temporary file is left"
 
 
 def _race(folder, barrier, results) -> None:
@@ -155,8 +162,9 @@ def test_two_jobs_taking_over_a_dead_holder_at_the_same_instant_never_both_hold_
         for p in procs:
             p.start()
         for p in procs:
-            p.join(30)
-        outcomes += [results.get(timeout=5) for _ in procs]
+            p.join()
+        assert [p.exitcode for p in procs] == [0, 0]
+        outcomes += [results.get() for _ in procs]  # each put its outcome before it exited
     assert "both" not in outcomes and outcomes.count("held") >= 60, outcomes
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
-from pathlib import Path
+import os
 
 import pytest
 
@@ -91,7 +91,7 @@ def test_a_different_model_or_data_under_the_same_path_is_refused_by_name(standa
         _run(standard_model, shifted, tmp_path)
     assert len(_run(standard_model, mnist5k_test.head(8), tmp_path).records) == 8, "the same content resumes"
     header = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
-    assert set(header["identity"]) == {"model_sha256", "computation_sha256", "architecture", "data_sha256", "advpnml", "torch"}
+    assert set(header["identity"]) == {"model_sha256", "outputs", "architecture", "data_sha256", "advpnml", "torch"}
 
 
 def test_a_run_resumed_complete_reports_no_nan_cost(standard_model, mnist5k_test, tmp_path):
@@ -126,19 +126,31 @@ def test_a_readable_line_that_is_not_a_whole_record_is_set_aside_and_redone(stan
 
 
 def test_figures_and_metrics_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
-    import matplotlib.figure
-
     from advpnml.plotting import line_plot
     from advpnml.training.trainer import _write_metrics
 
-    def full(self, path, *args, **kwargs):
-        Path(path).write_bytes(b"half a png")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_fsync, written = os.fsync, []
 
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    def full_after(count):
+        def fsync(fd):
+            written.append(fd)
+            if len(written) > count:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_fsync(fd)
+
+        return fsync
+
+    monkeypatch.setattr(os, "fsync", full_after(0))
     with pytest.raises(ValueError, match=r"cannot write figure .*sweep.png: No space left on device"):
         line_plot([1, 2], {"base": [0.5, 0.4]}, tmp_path / "sweep", "eps", "accuracy", "title")
     history = [{"epoch": 1, "loss": 1.0, "train_clean_acc": 0.5, "train_adv_acc": 0.2}]
     with pytest.raises(ValueError, match=r"cannot write figure .*metrics.png: No space left on device"):
         _write_metrics(tmp_path, history)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"], "no half-written figure is left"
+    (tmp_path / "sweep.pdf").write_bytes(b"%PDF of an earlier run")
+    written.clear()
+    monkeypatch.setattr(os, "fsync", full_after(1))  # the PNG is written, the disk fills on the PDF (its writer once
+    with pytest.raises(ValueError, match=r"cannot write figure .*sweep.pdf: No space left on device"):  # said 'Stream')
+        line_plot([1, 2], {"base": [0.5, 0.4]}, tmp_path / "sweep", "eps", "accuracy", "title")
+    assert (tmp_path / "sweep.pdf").read_bytes() == b"%PDF of an earlier run", "the earlier PDF is kept whole"
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob("*.tmp"))

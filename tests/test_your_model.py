@@ -201,6 +201,17 @@ def _write(tmp_path, name, **arrays):
             r"must hold arrays 'x' \(N, C, H, W\) and 'y' \(N,\), found: images, y",
         ),
         (lambda r, t: ["--data", str(t / "typo")], "data '.*typo' is neither a dataset name"),
+        (
+            lambda r, t: ["--data", _write(t, "empty.npz", x=np.zeros((0, 1, 28, 28), np.uint8), y=np.zeros(0, int))],
+            r"empty.npz: x and y hold no samples",
+        ),
+        (
+            lambda r, t: ["--data", _write(t, "words.npz", x=np.zeros((2, 1, 28, 28), np.uint8), y=np.array(["3", "7"]))],
+            r"words.npz: y holds str32 values, not numbers \(e.g. '3'\)",
+        ),
+        (lambda r, t: ["--data", _truncated(r, t)], r"cut.npz is not a readable .npz file: File is not a zip file"),
+        (lambda r, t: ["--data", _claims_a_billion(t)], r"bomb.npz: x.npy claims shape \(1000000000, 1, 28, 28\) of uint8"),
+        (lambda r, t: ["--model", _exits(t) + ":Net"], r"importing .*exits.py called sys.exit\(3\); put script code under"),
     ],
 )
 def test_bad_input_is_one_line_before_any_attack(user_files, tmp_path, capsys, change, message):
@@ -216,6 +227,32 @@ def test_bad_input_is_one_line_before_any_attack(user_files, tmp_path, capsys, c
 
     assert re.search(message, err), err
     assert not out.exists(), "refused before any evaluation started"
+
+
+def _truncated(root, tmp_path) -> str:
+    whole = (root / "digits.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    return str(tmp_path / "cut.npz")
+
+
+def _claims_a_billion(tmp_path) -> str:
+    """An .npz whose x.npy header claims 1e9 images in a few hundred bytes (numpy would allocate 730 GiB first)."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 1, 28, 28)})
+    labels = io.BytesIO()
+    np.save(labels, np.zeros(3, np.int64))
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + bytes(100))
+        archive.writestr("y.npy", labels.getvalue())
+    return str(tmp_path / "bomb.npz")
+
+
+def _exits(tmp_path) -> str:
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    return str(tmp_path / "exits.py")
 
 
 def _saved_other(tmp_path) -> str:
@@ -238,6 +275,9 @@ def test_the_python_call_refuses_bad_input_in_one_line(user_files):
         (dict(model=tiny_net(), data=(data["x"], data["y"]), eps=None), r"pass --eps \(the attack radius; without a preset"),
         (dict(model=tiny_net(), data=(data["x"], data["y"]), attacks=["PGDD"]), r"unknown attack column\(s\) \['PGDD'\]"),
         (dict(model=tiny_net(), data=(data["x"], data["y"]), bogus=1), "unknown option.* bogus; evaluate takes: attacks"),
+        (dict(model=tiny_net(), data=(data["x"], data["y"]), batch_size=0), r"batch_size \(--batch-size\) must be a positive"),
+        (dict(model=tiny_net(), data=(data["x"][:0], data["y"][:0])), "x and y hold no samples"),
+        (dict(model=tiny_net(), data=(data["x"], ["a"] * 6)), r"y holds str\d+ values, not numbers \(e.g. 'a'\)"),
     ]
     for kwargs, message in cases:
         kwargs = {"eps": 0.1, "lam": 0.1, "verbose": False, **kwargs}

@@ -590,7 +590,7 @@ class Preset:
             attacks=self.attacks(only, suite, protocol),
             refine_steps=defense.refine_steps,
             top_k=defense.top_k,
-            batch_size=batch_size or self.batch_size,
+            batch_size=self.batch_size if batch_size is None else batch_size,
             seed=seed,
             model=model,
             cascade=cascade,

@@ -165,6 +165,8 @@ def make_run(
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
     name = dataset.info.name
+    if not len(dataset):
+        raise ValueError(f"the data ({name}) holds no samples")
     preset.eval_settings(name, split, 1, **settings)
     classes = _check_fits(model, meta or {}, dataset)
     run_settings = preset.eval_settings(name, split, len(dataset), model=model_name, **settings)

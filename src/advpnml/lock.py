@@ -108,6 +108,9 @@ class FolderLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ValueError(f"cannot create {self.path.parent}: {err.strerror or err}") from None
+        if self.path.exists() and not self.path.is_file():
+            kind = "a directory" if self.path.is_dir() else "not a regular file"
+            raise ValueError(f"{self.path} is {kind}, not a lock file; remove it or use another --out")
         host = socket.gethostname()
         self._mine = (
             json.dumps(
@@ -201,7 +204,11 @@ class FolderLock:
             if self._read() != seen:
                 return False  # someone took it over or released it meanwhile: judge again
             tmp = self._write_temp()
-            os.replace(tmp, self.path)
+            try:
+                os.replace(tmp, self.path)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise ValueError(f"cannot lock {self.path.parent}: replacing {self.path.name}: {err.strerror or err}") from None
             return True
         finally:
             guard.unlink(missing_ok=True)

@@ -1,10 +1,28 @@
-"""Figures shared by the experiments: PNG for looking, PDF for papers, labelled axes and legends."""
+"""Output files: figures shared by the experiments (PNG for looking, PDF for papers, labelled axes and legends), and
+every results file written whole or not at all (:func:`write_atomic`)."""
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def write_atomic(path: Path, data: bytes, what: str = "") -> None:
+    """Write ``path`` whole or not at all (a temporary file, fsynced, renamed over it); a full disk is one line
+    (``cannot write {what} {path}: ...``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"cannot write {what + ' ' if what else ''}{path}: {err.strerror or err}") from None
 
 
 def pyplot() -> Any:
@@ -24,13 +42,16 @@ def save_figure(fig: Any, path_stem: Path, formats: Sequence[str] = ("png", "pdf
 
     paths = [path_stem.with_suffix(f".{fmt}") for fmt in formats]
     try:
-        path_stem.parent.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            try:
-                fig.savefig(path, dpi=dpi, bbox_inches="tight")
-            except OSError as err:
-                path.unlink(missing_ok=True)
-                raise ValueError(f"cannot write figure {path}: {err.strerror or err}") from None
+        try:
+            path_stem.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot write figure {paths[0]}: {err.strerror or err}") from None
+        for path, fmt in zip(paths, formats):
+            # rendered in memory, then written whole: a backend that meets a full disk half-way (the PDF writer)
+            # raises its own errors and leaves half a file; a disk error here is one line and leaves none
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
+            write_atomic(path, buffer.getvalue(), what="figure")
     finally:
         plt.close(fig)
     return paths

@@ -63,6 +63,15 @@ def test_cifar10_pickles(tmp_path):
     torch.testing.assert_close(ds.x[1, 2, 0, :4], torch.from_numpy(data[1, 2048:2052]).float() / 255)
 
 
+def test_an_empty_cifar10_batch_is_one_line(tmp_path):
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    with open(batches / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((0, 3072), np.uint8), "labels": []}, f)
+    with pytest.raises(DataFileError, match=r"test_batch holds no images \(a CIFAR-10 batch of 0 samples\)"):
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+
+
 def test_missing_files_name_the_expected_path(tmp_path):
     with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte.gz not found under"):
         load_dataset("mnist", "test", data_dir=tmp_path)

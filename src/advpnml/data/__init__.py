@@ -47,6 +47,8 @@ def load_dataset(
         elif n < len(dataset):
             # Folder datasets are sorted by class: spread the n samples evenly so every class is seen.
             dataset = InfoSubset(dataset, torch.linspace(0, len(dataset) - 1, n).long().tolist())
+    if not len(dataset):
+        raise DataFileError(f"dataset {name!r} ({split}) holds no samples")
     return dataset
 
 

@@ -118,6 +118,8 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (data.shape[0],):
         raise DataFileError(f"{path} is not a CIFAR-10 batch: {data.shape[0]} images but {labels.shape[0]} labels")
+    if not len(labels):
+        raise DataFileError(f"{path} holds no images (a CIFAR-10 batch of 0 samples)")
     check_class_labels(torch.from_numpy(labels), CIFAR10_INFO, str(path))
     return data, labels
 

@@ -21,6 +21,7 @@ import torch
 from ..attacks import REFERENCE_ATTACKS
 from ..config import EvalSettings, only_the_path_changed
 from ..identity import identity_changes
+from ..plotting import write_atomic
 
 ROWS = ("base", "defense")
 
@@ -186,20 +187,6 @@ class RecordsFile:
             ) from None
         for r in records:
             self.done[r["index"]] = r
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all (a temporary file, fsynced, renamed over it); a full disk is one line."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 @dataclass

@@ -2,11 +2,14 @@
 
 ``--model FILE.py:NAME`` (or ``package.module:NAME``) imports the user's code and calls ``NAME()``: that runs their
 code, which is what they asked for, and happens only when they name it; a checkpoint never runs code (it is read
-with ``weights_only=True``).
+with ``weights_only=True``). The model is named ``NAME (FILE.py)`` (or ``package.module:NAME``) in every process and
+from any folder, so a run resumes after a copy or a restart; what it computes is judged by its outputs
+(:func:`advpnml.identity.probe_outputs`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -31,15 +34,19 @@ def build_user_model(spec: str) -> nn.Module:
         path = Path(where)
         if not path.is_file():
             raise ValueError(f"model file not found: {path}")
-        module_name = f"advpnml_user_model_{abs(hash(str(path.resolve())))}"
+        # the same name for the same file in every process (Python's hash() of a string is salted per process)
+        module_name = f"advpnml_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         if module_spec is None or module_spec.loader is None:
             raise ValueError(f"{path} cannot be imported as Python")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module  # dataclasses and pickling look a class's module up by name
-        loader, origin = (lambda: module_spec.loader.exec_module(module)), str(path)
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:  # its own folder first, as `python FILE.py` has it: `from helpers import act` works
+            sys.path.insert(0, folder)
+        loader, origin, label = (lambda: module_spec.loader.exec_module(module)), str(path), f"{name} ({path.name})"
     else:
-        module, origin = None, where
+        module, origin, label = None, where, spec
 
         def loader() -> None:
             nonlocal module
@@ -49,6 +56,10 @@ def build_user_model(spec: str) -> nn.Module:
         loader()
     except ModuleNotFoundError as err:
         raise ValueError(f"cannot import {origin}: {err}") from None
+    except SystemExit as err:  # the user's module ends the process on import (argparse, a script's main)
+        raise ValueError(
+            f"importing {origin} called sys.exit({err.code!r}); put script code under if __name__ == '__main__':"
+        ) from None
     except Exception as err:  # the user's code: whatever it raises is reported in one line
         raise ValueError(
             f"importing {origin} raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
@@ -67,6 +78,8 @@ def build_user_model(spec: str) -> nn.Module:
         raise ValueError(f"{origin}:{name} is a {type(factory).__name__}, not a class or function that builds a model")
     try:
         model = factory()
+    except SystemExit as err:
+        raise ValueError(f"{origin}:{name}() called sys.exit({err.code!r})") from None
     except Exception as err:
         raise ValueError(
             f"{origin}:{name}() raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
@@ -74,6 +87,7 @@ def build_user_model(spec: str) -> nn.Module:
         ) from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"{origin}:{name}() returned a {type(model).__name__}, not a torch.nn.Module")
+    object.__setattr__(model, "advpnml_architecture", label)  # read by advpnml.identity.architecture
     return model
 
 
