@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -175,6 +177,25 @@ def test_a_user_model_run_resumes_in_a_fresh_interpreter_and_from_a_copy(user_mo
     assert "resuming: 4 samples" in capsys.readouterr().out
     header = json.loads((tmp_path / "out" / "records.jsonl").read_text().splitlines()[0])
     assert header["identity"]["architecture"] == "Net (net.py)"
+
+
+def test_a_user_model_run_stopped_with_ctrl_c_resumes_in_a_new_process(user_model, tmp_path, mnist5k_test):
+    import numpy as np
+
+    test = mnist5k_test.head(12)
+    np.savez(tmp_path / "digits.npz", x=(test.x * 255).round().byte().numpy(), y=test.y.numpy())
+    argv = [sys.executable, "-m", "advpnml", *_user_run(user_model, tmp_path / "out", tmp_path)]
+    argv[argv.index("--batch-size") + 1] = "1"
+    records = tmp_path / "out" / "records.jsonl"
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and (not records.exists() or len(records.read_text().splitlines()) < 3):
+        time.sleep(0.02)  # until two samples are written (or the run ended, which the assert below catches)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate()
+    assert proc.returncode != 0 and "the same command resumes after it" in out + err, (out + err)[-2000:]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming:" in done.stdout and len(records.read_text().splitlines()) == 13
 
 
 @pytest.mark.parametrize(
