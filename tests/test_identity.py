@@ -179,20 +179,47 @@ def test_a_user_model_run_resumes_in_a_fresh_interpreter_and_from_a_copy(user_mo
     assert header["identity"]["architecture"] == "Net (net.py)"
 
 
+HELD = """
+
+import os
+import time
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_STOP = torch.load(os.path.join(_HERE, "stop_at.pt"))
+
+
+class Held(Net):
+    \"\"\"Net, which waits at sample 6's clean image while the file 'hold' exists: the test's Ctrl-C always lands
+    part-way, however fast or slow the machine.\"\"\"
+
+    def forward(self, x):
+        if x.shape[0] == 1 and torch.equal(x[0], _STOP):
+            while os.path.exists(os.path.join(_HERE, "hold")):
+                time.sleep(0.01)
+        return super().forward(x)
+"""
+
+
 def test_a_user_model_run_stopped_with_ctrl_c_resumes_in_a_new_process(user_model, tmp_path, mnist5k_test):
     import numpy as np
 
-    test = mnist5k_test.head(12)
-    np.savez(tmp_path / "digits.npz", x=(test.x * 255).round().byte().numpy(), y=test.y.numpy())
+    pixels = (mnist5k_test.head(12).x * 255).round().byte()
+    np.savez(tmp_path / "digits.npz", x=pixels.numpy(), y=mnist5k_test.head(12).y.numpy())
+    torch.save(pixels[6].float().div(255.0), user_model / "stop_at.pt")  # as the .npz reader scales it
+    (user_model / "net.py").write_text(USER_FILE + HELD)
+    (user_model / "hold").touch()
     argv = [sys.executable, "-m", "advpnml", *_user_run(user_model, tmp_path / "out", tmp_path)]
+    argv[argv.index(f"{user_model / 'net.py'}:Net")] = f"{user_model / 'net.py'}:Held"
     argv[argv.index("--batch-size") + 1] = "1"
     records = tmp_path / "out" / "records.jsonl"
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while proc.poll() is None and (not records.exists() or len(records.read_text().splitlines()) < 3):
-        time.sleep(0.02)  # until two samples are written (or the run ended, which the assert below catches)
+        time.sleep(0.02)  # until two samples are written; it cannot pass sample 6 while 'hold' exists
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate()
     assert proc.returncode != 0 and "the same command resumes after it" in out + err, (out + err)[-2000:]
+    assert 1 < len(records.read_text().splitlines()) < 13
+    (user_model / "hold").unlink()
     done = subprocess.run(argv, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming:" in done.stdout and len(records.read_text().splitlines()) == 13
