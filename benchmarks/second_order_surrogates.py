@@ -1,10 +1,14 @@
-"""Which surrogate for ``sign`` makes the strongest second-order attack through the defense (issue 27, Appendix B)?
+"""Which backward through the refinement makes the strongest attack through the defense (issues 27 and 34)?
 
 For each model: margin-loss PGD and APGD-CE through the defense, each with our identity BPDA and with the refinement
-differentiated through its gradient under each surrogate (:mod:`advpnml.defense.second_order`), same budget, same start, same
-images. Writes a table (robust accuracy, the per-sample worst case over the four backwards, seconds) to --out.
+differentiated through its gradient under each surrogate for ``sign`` (:mod:`advpnml.defense.second_order`), and each
+with the refinement's clip passed straight through or differentiated exactly (``--clips``,
+:data:`advpnml.config.CLIP_BACKWARDS`): same budget, same start, same images. Writes a table (robust accuracy; the
+samples each backward alone breaks; the per-sample worst case over all of them; seconds) to --out.
 
     python benchmarks/second_order_surrogates.py --data-dir ../shared/data --n 100 --out results/second_order_surrogates
+    python benchmarks/second_order_surrogates.py --clips straight,exact --backwards identity,second-order-ste,\
+        second-order-tanh --early-stop --out results/clip_backward
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ def main() -> None:
     parser.add_argument("--attacks", default="PGD-margin,APGD-CE", help="of PGD-margin, APGD-CE, APGD-T")
     parser.add_argument("--targets", type=int, default=3, help="APGD-T's target classes (default: %(default)s)")
     parser.add_argument("--backwards", default=",".join(BACKWARDS), help="identity and the second-order surrogates")
+    parser.add_argument("--clips", default="straight", help="the clip's backward: straight, exact or both (comma-separated)")
+    parser.add_argument(
+        "--early-stop", action="store_true", help="PGD leaves a sample at its first fooling iterate, as the suite's columns do"
+    )
     parser.add_argument("--out", default="results/second_order_surrogates")
     args = parser.parse_args()
     tune_cpu_allocator()
@@ -73,12 +81,14 @@ def main() -> None:
         defended = advpnml.AdversarialPnml(model, lam).eval()
         clean = accuracy(defended, data.x, data.y)
         attacks = {
-            "PGD-margin": lambda: PGD(eps, args.steps, 2.5 * eps / args.steps, loss="margin", seed=0),
+            "PGD-margin": lambda: PGD(
+                eps, args.steps, 2.5 * eps / args.steps, loss="margin", seed=0, early_stop="steps" if args.early_stop else False
+            ),
             "APGD-CE": lambda: APGD(eps, steps=args.steps, loss="ce", seed=0),
             "APGD-T": lambda: APGDT(eps, steps=args.steps, n_targets=args.targets, seed=0),
         }
 
-        def row(attack: str, backward: str, robust: torch.Tensor, seconds: float | None) -> dict:
+        def row(attack: str, backward: str, clip: str, robust: torch.Tensor, seconds: float | None, alone: int | None) -> dict:
             return {
                 "model": name,
                 "eps": eps,
@@ -86,33 +96,59 @@ def main() -> None:
                 "samples": len(data.y),
                 "attack": attack,
                 "backward": backward,
+                "clip": clip,
                 "robust": robust.float().mean().item(),
+                "breaks_alone": alone,
                 "seconds": seconds,
             }
 
+        combos = [(b, c) for c in args.clips.split(",") for b in args.backwards.split(",")]
         for attack_name in args.attacks.split(","):
             make = attacks[attack_name]
-            robust_all = clean.clone()
-            for backward in args.backwards.split(","):
-                target = defended.with_backward(backward)
+            found = {}
+            for backward, clip in combos:
+                target = defended.with_backward(backward, clip)
                 start = time.perf_counter()
                 x_adv = make()(target, data.x, data.y)
-                seconds = time.perf_counter() - start
-                robust = clean & accuracy(defended, x_adv, data.y)
-                robust_all &= robust
-                rows.append(row(attack_name, backward, robust, seconds))
-                print(f"{name} {attack_name:<10} {backward:<24} {100 * rows[-1]['robust']:5.1f}%  {seconds:7.1f} s", flush=True)
-            rows.append(row(attack_name, "all, per sample", robust_all, None))
-            print(f"{name} {attack_name:<10} {'all, per sample':<24} {100 * rows[-1]['robust']:5.1f}%", flush=True)
+                found[backward, clip] = (clean & accuracy(defended, x_adv, data.y), time.perf_counter() - start)
+                print(
+                    f"{name} {attack_name:<10} {backward:<24} {clip:<8} {100 * found[backward, clip][0].float().mean():5.1f}%  "
+                    f"{found[backward, clip][1]:7.1f} s",
+                    flush=True,
+                )
+            robust_all = torch.stack([robust for robust, _ in found.values()]).all(0)
+            for (backward, clip), (robust, seconds) in found.items():
+                others = torch.stack([r for key, (r, _) in found.items() if key != (backward, clip)] or [clean]).all(0)
+                rows.append(row(attack_name, backward, clip, robust, seconds, int((others & ~robust).sum())))
+            rows.append(row(attack_name, "all, per sample", "", robust_all, None, None))
+            print(f"{name} {attack_name:<10} {'all, per sample':<33} {100 * rows[-1]['robust']:5.1f}%", flush=True)
+        write(out, rows, args)  # after every model: a cut run keeps what it measured
+
+
+def write(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
     (out / "surrogates.json").write_text(
-        json.dumps({"rows": rows, "steps": args.steps, "targets": args.targets, "environment": environment()}, indent=2) + "\n"
+        json.dumps(
+            {
+                "rows": rows,
+                "steps": args.steps,
+                "targets": args.targets,
+                "early_stop": args.early_stop,
+                "environment": environment(),
+            },
+            indent=2,
+        )
+        + "\n"
     )
-    lines = ["| model | eps | lambda | attack | backward | robust (defense) | seconds |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | eps | lambda | attack | backward | clip | robust (defense) | breaks alone | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         seconds = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        alone = "-" if r["breaks_alone"] is None else str(r["breaks_alone"])
         lines.append(
-            f"| {r['model']} | {r['eps']:.4g} | {r['lambda']:g} | {r['attack']} | {r['backward']} | "
-            f"{100 * r['robust']:.1f}% | {seconds} |"
+            f"| {r['model']} | {r['eps']:.4g} | {r['lambda']:g} | {r['attack']} | {r['backward']} | {r['clip']} | "
+            f"{100 * r['robust']:.1f}% | {alone} | {seconds} |"
         )
     (out / "surrogates.md").write_text("\n".join(lines) + "\n")
 

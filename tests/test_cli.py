@@ -114,3 +114,22 @@ def test_a_named_dataset_without_config_takes_its_own_preset(tmp_path, cifar10_d
     assert choose_preset(None, "cifar10").eps == 0.031 and choose_preset(None, None).name == "mnist5k"
     assert choose_preset(None, str(tmp_path / "x.npz"), 0.1, 0.05).name == "generic"
     assert choose_preset("mnist", "cifar10").name == "mnist", "--config wins"
+
+
+def test_evaluate_defaults_to_the_strong_suite_as_the_python_call_and_table1_to_the_papers():
+    import inspect
+
+    import advpnml
+    from advpnml.cli import build_parser
+    from advpnml.config import from_preset, generic_preset
+
+    parser = build_parser()
+    assert parser.parse_args(["evaluate"]).suite is None is inspect.signature(advpnml.evaluate).parameters["suite"].default
+    for preset in (from_preset("mnist"), from_preset("cifar10"), generic_preset(0.1, 0.1)):
+        assert (
+            preset.eval_settings("d", "test", 1, suite=None).attacks
+            == preset.eval_settings("d", "test", 1, suite="strong").attacks
+        )
+    assert parser.parse_args(["reproduce", "table1"]).suite == "paper"
+    assert parser.parse_args(["reproduce", "sweep", "--param", "eps"]).suite == "paper"
+    assert parser.parse_args(["evaluate", "--suite", "paper"]).suite == "paper"

@@ -63,7 +63,7 @@ def test_image_presets_share_one_suite_and_the_paper_numbers_stay_with_their_dat
 
     assert "_suite" not in list_configs() and "_suite" in list_configs(hidden=True)
     columns = {name: [s.column for s in from_preset(name).attacks(suite="strong")] for name in ("mnist", "cifar10", "imagenet")}
-    assert columns["mnist"] == columns["cifar10"] == columns["imagenet"]
+    assert set(columns["mnist"]) == set(columns["cifar10"]) == set(columns["imagenet"])  # the order follows each one's budgets
     mnist, mnist5k = from_preset("mnist"), from_preset("mnist5k")
     assert mnist.paper_numbers("mnist", 0.3)["defense"]["Adaptive"] == 0.904
     assert mnist5k.paper_numbers("mnist5k", 0.3) is None and mnist.paper_numbers("mnist", 0.2) is None
@@ -120,3 +120,18 @@ def test_every_training_field_has_a_type_check():
     from advpnml.training.trainer import _FIELD_TYPES
 
     assert set(_FIELD_TYPES) == {f.name for f in fields(TrainConfig)}
+
+
+def test_a_cascade_runs_cheap_gradient_attacks_first_and_the_black_box_last():
+    from advpnml.config import COST_RANKS, cascade_order
+
+    strong = from_preset("mnist").attacks(suite="autoattack")
+    ranks = [cascade_order({"column": s.column, "attack": s.attack, "params": s.params, "defense": s.defense}) for s in strong]
+    assert ranks == sorted(ranks), [s.column for s in strong]
+    names = [s.column for s in strong]
+    assert names[-3:] == ["Square", "HSJA", "AutoAttack"], "score-based, then decision-based, then the reference"
+    assert names.index("APGD-CE adaptive") < names.index("Adaptive") < names.index("APGD-T adaptive"), names
+    assert names.index("APGD-T adaptive") < names.index("APGD-T 2nd-order") < names.index("Square")
+    assert COST_RANKS[cascade_order({"attack": "pgd", "defense": "transfer"})[0]] == "transfer"
+    named = ["HSJA", "FGSM"]
+    assert [s.column for s in from_preset("mnist").attacks(named)] == named, "columns named on the command line keep their order"

@@ -148,3 +148,12 @@ def test_cascade_changes_the_digest_and_old_runs_keep_theirs():
     settings = dict(header["settings"])
     settings["attacks"] = [AttackSpec(**a) for a in settings["attacks"]]
     assert EvalSettings(**settings).digest() == header["digest"], "a run stored before the cascade option must still resume"
+
+
+def test_the_progress_bar_names_the_attack_and_how_far_it_is(standard_model, mnist5k_test, monkeypatch):
+    import advpnml.evaluation.engine as engine
+
+    shown: list[str] = []
+    monkeypatch.setattr(engine, "_describe", lambda bar, first, key: shown.append(key))
+    evaluate(standard_model, mnist5k_test.head(4), _settings(n=4), runtime=QUIET)
+    assert "defense/Adaptive: step 0/2" in shown and "base/PGD: step 0/3" in shown, shown

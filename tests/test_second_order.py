@@ -68,3 +68,64 @@ def test_the_forward_is_the_defenses_own(tiny_cnn, mode, direction):
     torch.testing.assert_close(second(leaf), plain(x), atol=1e-5, rtol=1e-5)  # the differentiable path computes the same values
     with pytest.raises(ValueError, match="backward must be one of"):
         plain.with_backward("third-order")
+
+
+def _hand_refined_gradient(model, x, y, lam, steps, surrogate=None):
+    """d NLL(log q(x), y) / dx with the refinement written out per hypothesis from eq. 9, every clip and projection
+    left to autograd (their own derivative), ``sign`` a constant (first order) or straight-through (``ste``)."""
+    leaf = x.clone().requires_grad_(True)
+    step = lam / steps
+    log_p = []
+    for i in range(4):
+        target = torch.full((len(x),), i)
+        z = leaf
+        for _ in range(steps):
+            if surrogate is None:
+                point = z.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(F.cross_entropy(model(point), target, reduction="sum"), point)
+                direction = g.sign()
+            else:
+                (g,) = torch.autograd.grad(F.cross_entropy(model(z), target, reduction="sum"), z, create_graph=True)
+                direction = g + (g.sign() - g).detach()  # sign forward, identity backward
+            z = z - step * direction
+            if steps > 1:
+                z = torch.min(torch.max(z, leaf - lam), leaf + lam)
+            z = z.clamp(0.0, 1.0)
+        log_p.append(F.log_softmax(model(z), -1)[:, i])
+    log_p = torch.stack(log_p, 1)
+    log_q = log_p - log_p.logsumexp(1, keepdim=True)
+    (grad,) = torch.autograd.grad(F.nll_loss(log_q, y, reduction="sum"), leaf)
+    return grad
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("bpda", ["identity", "second-order-ste"])
+def test_the_exact_clip_is_the_hand_written_refinements_autograd(tiny_mlp, bpda, steps):
+    torch.manual_seed(0)
+    # half the pixels at the box's edges, where the refinement's step leaves [0, 1] and the clip holds them
+    x = torch.rand(3, 6, dtype=torch.float64).round() * torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    x = x + (torch.rand(3, 6, dtype=torch.float64) * 0.8 + 0.1) * torch.tensor([0, 0, 0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    y = torch.tensor([0, 2, 3])
+    lam = 0.2
+    defense = AdversarialPnml(tiny_mlp, lam, refine_steps=steps, bounds=(0.0, 1.0), bpda=bpda, clip="exact").eval()
+    leaf = x.clone().requires_grad_(True)
+    (ours,) = torch.autograd.grad(F.nll_loss(defense(leaf), y, reduction="sum"), leaf)
+    expected = _hand_refined_gradient(tiny_mlp, x, y, lam, steps, None if bpda == "identity" else "ste")
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
+    (straight,) = torch.autograd.grad(F.nll_loss(defense.with_backward(clip="straight")(leaf), y, reduction="sum"), leaf)
+    assert not torch.allclose(straight, ours), "the clip held some pixels: the straight backward differs there"
+    with torch.no_grad():
+        torch.testing.assert_close(defense(x), defense.with_backward(clip="straight")(x))  # the same forward
+
+
+def test_one_exact_step_is_the_official_codes_clamp_backward(tiny_mlp):
+    x = torch.rand(4, 6, dtype=torch.float64).round()  # every pixel on the box's edge
+    y = torch.tensor([0, 1, 2, 3])
+    grads = []
+    for kwargs in ({"clip": "exact"}, {"bpda": "clamp"}):
+        leaf = x.clone().requires_grad_(True)
+        defense = AdversarialPnml(tiny_mlp, 0.1, **kwargs).eval()
+        grads.append(torch.autograd.grad(F.nll_loss(defense(leaf), y, reduction="sum"), leaf)[0])
+    torch.testing.assert_close(*grads, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="clip must be one of straight, exact, got 'soft'"):
+        AdversarialPnml(tiny_mlp, 0.1, clip="soft")

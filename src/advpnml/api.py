@@ -95,7 +95,7 @@ def evaluate(
     *,
     eps: float | None = None,
     lam: float | None = None,
-    suite: str = "strong",
+    suite: str | None = None,
     preset: str | os.PathLike | None = None,
     n: int | None = None,
     out: str | os.PathLike | None = None,
@@ -119,8 +119,10 @@ def evaluate(
             FGSM one step of eps, HopSkipJump 26,000 queries; AutoAttack's attacks are parameter-free (APGD-CE and
             APGD-T 100 steps, 9 targets; Square 5,000 queries). With ``preset`` its value overrides the preset's.
         lam: lambda, the refinement strength (eq. 9); needed without a preset (overrides the preset's with one).
-        suite: ``"paper"``, ``"strong"`` (+ APGD-CE, joint hypotheses, Square, the second-order attacks) or
-            ``"autoattack"`` (+ the reference AutoAttack, ``pip install 'advpnml[autoattack]'``).
+        suite: ``"paper"``, ``"strong"`` (+ APGD-CE, the exact-clip and second-order adaptive attacks, joint
+            hypotheses, Square) or ``"autoattack"`` (+ the reference AutoAttack, ``pip install 'advpnml[autoattack]'``).
+            None (the default, as the command line's): ``"strong"``, or a preset's own columns when it has no
+            ``[[evaluation.strong]]``.
         preset: a preset name (``"cifar10"``) or ``.toml`` file whose suite and budgets apply instead of the rule.
         n: evaluate the first ``n`` samples.
         out: a folder for ``records.jsonl`` (resumable, with the identity hashes) and ``results.md/.csv/.json/.png``,

@@ -102,7 +102,7 @@ def _load_run(args: argparse.Namespace, preset: Preset, protocol: str) -> Run:
     """The run the evaluation arguments describe under ``protocol``."""
     only = args.attacks.split(",") if args.attacks else None
     if only and args.protocol == "both":  # one --attacks list for both protocols: each runs the columns it has
-        only = preset.columns_under(only, args.suite, protocol)
+        only = preset.columns_under(only, args.suite or preset.default_suite, protocol)
     return load_run(
         preset,
         args.checkpoint,
@@ -295,7 +295,7 @@ def _config_args(p: argparse.ArgumentParser, default: str | None = None, defense
         p.add_argument("--lam", type=float, default=None, help="refinement strength lambda (default: the config's refine_eps)")
 
 
-def _eval_args(p: argparse.ArgumentParser) -> None:
+def _eval_args(p: argparse.ArgumentParser, suite: str | None = None) -> None:
     p.add_argument(
         "--attacks",
         default=None,
@@ -306,10 +306,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="attack seed; each batch's derives from it (default: %(default)s)")
     p.add_argument(
         "--suite",
-        default="paper",
+        default=suite,
         choices=SUITES,
-        help="paper: the paper's attacks + margin adaptive + APGD-T; "
-        "strong: + APGD-CE, joint hypotheses, Square; autoattack: + the reference AutoAttack (default: %(default)s)",
+        help="paper: the paper's attacks + margin adaptive + APGD-T; strong: + APGD-CE, the exact-clip and second-order "
+        "adaptive attacks, joint hypotheses, Square; autoattack: + the reference AutoAttack (default: strong, as "
+        "advpnml.evaluate, or a config's own attacks when it has no [[evaluation.strong]]; reproduce table1 and "
+        "sweep: paper, the paper's columns)",
     )
     p.add_argument(
         "--cascade",
@@ -337,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"advpnml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     model, data, train_data = _group(_model_args), _group(_data_args), _group(lambda p: _data_args(p, "train"))
-    config, evaluation = _group(lambda q: _config_args(q, "mnist5k", defense=False)), _group(_config_args, _eval_args)
+    config = _group(lambda q: _config_args(q, "mnist5k", defense=False))
+    # each command's own copy: argparse shares a parent's actions, so one default set on it would be every command's
+    evaluation, paper_evaluation = _group(_config_args, _eval_args), _group(_config_args, lambda q: _eval_args(q, "paper"))
     device = _group(lambda q: q.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: %(default)s)"))
 
     def command(parent, name: str, func, help: str, parents=()) -> argparse.ArgumentParser:
@@ -410,14 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
         "table1",
         _in_runtime(cmd_table1),
         "Table 1's rows for base and defense, the paper's numbers beside ours",
-        [model, data, evaluation],
+        [model, data, paper_evaluation],
     )
     p = command(
         experiments,
         "sweep",
         _in_runtime(cmd_sweep),
         "base vs defense over eps, lam, steps, k or HSJA eps: table, plot",
-        [model, data, evaluation],
+        [model, data, paper_evaluation],
     )
     p.add_argument("--param", required=True, choices=("eps", "lam", "steps", "k", "hsja-eps"), help="what the sweep varies")
     p.add_argument("--values", default=None, help="comma-separated (default: the config's [sweeps] values); steps as 2x0.015")

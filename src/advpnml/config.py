@@ -52,6 +52,12 @@ class AttackSpec:
 #: (:data:`SECOND_ORDER`: straight-through, a scaled tanh, the normalized gradient).
 SECOND_ORDER = ("second-order-ste", "second-order-tanh", "second-order-normalized")
 BPDA_MODES = ("identity", "clamp", *SECOND_ORDER)
+#: How the backward treats the refinement's clip to the input box and, for several steps, its projection onto the
+#: lambda-ball: ``straight`` passes the gradient through unchanged (our identity BPDA since the start), ``exact``
+#: keeps their own derivative (1 where the refined value is inside, 0 where it was clipped: the refined pixel does not
+#: move with the input there, and the attacker knows it). Only ``sign`` needs a surrogate; the clip is differentiable
+#: almost everywhere. One refinement step with ``identity`` and ``exact`` is the official code's ``clamp`` backward.
+CLIP_BACKWARDS = ("straight", "exact")
 #: Which way the refinement steps: ``toward`` each label (eq. 9, the paper's) or ``away`` from it (each label's
 #: probability after a step that attacks it: the variant of issue 27 that denies wrong labels a free step toward them).
 REFINE_DIRECTIONS = ("toward", "away")
@@ -444,7 +450,35 @@ def suite_entries(config: dict[str, Any], suite: str = "paper", protocol: str = 
         )
     paper_columns = protocol_section(config, protocol).get("attacks") or evaluation.get("attacks", [])
     tables = {"paper": (), "strong": ("strong",), "autoattack": ("strong", "autoattack")}[suite]
-    return list(paper_columns) + [entry for table in tables for entry in evaluation.get(table, [])]
+    entries = list(paper_columns) + [entry for table in tables for entry in evaluation.get(table, [])]
+    return sorted(entries, key=cascade_order)  # stable: the preset's order among equals
+
+
+#: The order a cascade runs a suite in, as AutoAttack orders its own (APGD-CE, APGD-T, FAB, Square): attacks on the
+#: base model (transferred: one prediction through the defense each) first, then first-order attacks through the
+#: defense, the targeted ones (one run per target) after the untargeted, then the second-order ones (2-3x a
+#: first-order attack's cost), then the score-based black box (Square), then the decision-based one (HopSkipJump:
+#: 26,000 queries through the defense), and last the reference AutoAttack, which sees every sample whatever the order.
+#: Within a rank the cheaper attack runs first (steps x restarts x targets). The per-sample worst case does not depend
+#: on the order; the cost does.
+COST_RANKS = ("transfer", "adaptive", "adaptive, targeted", "second-order", "score-based", "decision-based", "reference")
+
+
+def cascade_order(entry: dict[str, Any]) -> tuple[int, int]:
+    """An attack table's place in a cascade: its rank in :data:`COST_RANKS` (from its ``attack``, ``defense`` and
+    ``params.backward``), then its work in gradient steps (steps x restarts x targets; FGSM 1)."""
+    attack, params = str(entry.get("attack")), entry.get("params", {})
+    kind = {"square": "score-based", "hsja": "decision-based", "autoattack": "reference"}.get(attack)
+    if kind is None:
+        if str(params.get("backward", "")).startswith("second-order"):
+            kind = "second-order"
+        elif entry.get("defense", "direct") != "direct":
+            kind = "transfer"
+        else:
+            kind = "adaptive, targeted" if attack in ("apgd-t", "joint") else "adaptive"
+    steps = 1 if attack == "fgsm" else int(params.get("steps", 100))
+    work = steps * int(params.get("restarts", 1)) * int(params.get("n_targets", 9 if attack == "apgd-t" else 1))
+    return COST_RANKS.index(kind), work
 
 
 def attack_specs(
@@ -537,6 +571,12 @@ class Preset:
             table.get("direction", "toward"),
         )
 
+    @property
+    def default_suite(self) -> str:
+        """The suite ``advpnml evaluate`` and :func:`advpnml.evaluate` run unless told: ``strong``, or for a config
+        without ``[[evaluation.strong]]`` (a suite of the user's own) its own ``[[evaluation.attacks]]``."""
+        return "strong" if self.data.get("evaluation", {}).get("strong") else "paper"
+
     def attacks(self, only: list[str] | None = None, suite: str = "paper", protocol: str = "strict") -> list[AttackSpec]:
         """The attack columns of ``suite`` under ``protocol`` (see :func:`attack_specs`)."""
         return attack_specs(self.data, only, suite, protocol)
@@ -571,14 +611,16 @@ class Preset:
         refine_eps: float | None = None,
         defended: bool = True,
         only: list[str] | None = None,
-        suite: str = "paper",
+        suite: str | None = "paper",
         protocol: str = "strict",
         batch_size: int | None = None,
         seed: int = 0,
         model: str = "",
         cascade: bool = False,
     ) -> EvalSettings:
-        """The settings of one evaluation run: the preset's values unless the caller gives its own."""
+        """The settings of one evaluation run: the preset's values unless the caller gives its own (``suite=None``:
+        :attr:`default_suite`)."""
+        suite = self.default_suite if suite is None else suite
         # A base-only run keeps the preset's refine_steps and top_k too: they are part of its digest.
         defense = self.defense(refine_eps if defended else 0.0, protocol)
         return EvalSettings(

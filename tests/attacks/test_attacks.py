@@ -258,3 +258,22 @@ def test_pgd_without_best_tracking_is_the_madry_recursion(standard_model, batch)
         (grad,) = torch.autograd.grad(F.cross_entropy(standard_model(x_adv), target, reduction="sum"), x_adv)
         x_adv = torch.min(torch.max(x_adv.detach() - 0.05 * grad.sign(), x - 0.2), x + 0.2).clamp(0, 1)
     torch.testing.assert_close(ours, x_adv)
+
+
+@pytest.mark.parametrize(
+    "name, params, words",
+    [
+        ("pgd", {"steps": 4, "step_size": 0.05}, ["step 0/4", "step 3/4", "step 4/4"]),
+        ("apgd-t", {"steps": 3, "n_targets": 2}, ["target 1/2, step 0/3", "target 2/2, step 2/3"]),
+        ("square", {"max_queries": 120}, ["query 1/120", "query 101/120"]),
+        ("hsja", {"max_queries": 300, "max_iters": 3}, ["iteration 1/3"]),
+    ],
+)
+def test_a_long_attack_reports_how_far_it_is(standard_model, batch, name, params, words):
+    x, y = batch
+    attack = create_attack(name, eps=0.05, **params)
+    said: list[str] = []
+    attack.progress = said.append
+    attack(standard_model, x[:8], y[:8])
+    assert all(w in said for w in words), said
+    assert create_attack(name, eps=0.05, **params).progress is None, "the class default reports nothing"

@@ -67,8 +67,12 @@ class APGD(Attack):
         best = x.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        for target in self._targets(model, x, y):
-            for _ in range(self.restarts):
+        targets = self._targets(model, x, y)
+        for t, target in enumerate(targets):
+            for r in range(self.restarts):
+                self._where = (f"target {t + 1}/{len(targets)}, " if target is not None else "") + (
+                    f"restart {r + 1}/{self.restarts}, " if self.restarts > 1 else ""
+                )
                 start = self._random_start(x, gen)  # drawn for the whole batch: a sample's start never depends on others
                 idx = (~fooled).nonzero().squeeze(1) if self.early_stop else torch.arange(x.shape[0], device=x.device)
                 if idx.numel() == 0:
@@ -125,6 +129,7 @@ class APGD(Attack):
         reduced_at_mark = torch.zeros(n, dtype=torch.bool, device=x.device)
         x_prev = x_adv
         for i in range(self.steps):
+            self.report(i, self.steps, "step", getattr(self, "_where", ""))
             with torch.no_grad():
                 momentum = 0.75 if i > 0 else 1.0
                 z = project(x_adv + step.view(view) * grad.sign(), x, self.eps, self.bounds)

@@ -7,6 +7,8 @@ images) and ``x_adv`` stays within ``eps`` of ``x`` in l_inf.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -31,6 +33,9 @@ class Attack:
     """
 
     name = "attack"
+    #: Called with a few words on how far the attack is ("step 40/100", "query 1200/5000"); the evaluation's progress
+    #: bar shows them, so a long attack is never a bar at 0/N. None: nothing is reported.
+    progress: Callable[[str], None] | None = None
 
     def __init__(
         self, eps: float, bounds: tuple[float, float] | None = (0.0, 1.0), seed: int = 0, targeted: bool = False
@@ -57,6 +62,11 @@ class Attack:
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The attack itself, on detached inputs in eval mode (each subclass implements it)."""
         raise NotImplementedError
+
+    def report(self, done: int, total: int, unit: str, where: str = "") -> None:
+        """Tell :attr:`progress` (if set) that ``done`` of ``total`` ``unit`` are done (``where``: e.g. the target)."""
+        if self.progress is not None:
+            self.progress(f"{where}{unit} {done}/{total}")
 
     def generator(self, device: torch.device) -> torch.Generator:
         """A fresh generator seeded with ``self.seed``: the same call gives the same result."""

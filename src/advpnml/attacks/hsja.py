@@ -128,6 +128,7 @@ class HopSkipJump(Attack):
         self.history.append(dist.clone())
 
         for t in range(1, self.max_iters + 1):
+            self.report(t, self.max_iters, "iteration")
             active = found & (dist > 0) & (self._remaining() > 2)
             if self.stop_at_eps:
                 active &= dist > self.eps

@@ -151,6 +151,7 @@ class PGD(Attack):
         active = None  # None: every sample is still undecided (no gather/scatter copies)
         current = x_adv.detach()
         for step in range(self.steps + 1):
+            self.report(step, self.steps, "step")
             last = step == self.steps
             if last and not self.keep_best and self.restarts == 1:
                 if active is None:
@@ -202,7 +203,8 @@ class PGD(Attack):
         if self.bounds is not None:
             lo, hi = lo.clamp_min(self.bounds[0]), hi.clamp_max(self.bounds[1])
         current = x_adv.detach()
-        for _ in range(self.steps):
+        for step in range(self.steps):
+            self.report(step, self.steps, "step")
             current.requires_grad_(True)
             with torch.enable_grad():
                 (grad,) = torch.autograd.grad(self._summed_objective(model, current, y), current)

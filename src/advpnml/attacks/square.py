@@ -70,6 +70,8 @@ class Square(Attack):
         n_iters = self.max_queries - 1
         rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
         for i in range(n_iters):
+            if i % 50 == 0:
+                self.report(i + 1, self.max_queries, "query")
             active = (loss > 0).nonzero().squeeze(1)
             if active.numel() == 0:
                 break

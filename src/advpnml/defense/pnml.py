@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import BPDA_MODES, REFINE_DIRECTIONS, SECOND_ORDER, DefenseSpec
+from ..config import BPDA_MODES, CLIP_BACKWARDS, REFINE_DIRECTIONS, SECOND_ORDER, DefenseSpec
 from ..modes import frozen_parameters
 from ..validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
 from .second_order import refine_through_gradient
@@ -86,6 +86,10 @@ class AdversarialPnml(nn.Module):
             refinement pushes out of the box get zero gradient (``--protocol paper``). ``"second-order-*"``:
             the refinement differentiated through the gradient it steps along (Appendix B, eq. 15;
             :mod:`advpnml.defense.second_order`). Same forward.
+        clip: how the backward treats the clip to ``bounds`` and (several steps) the projection onto the lambda-ball:
+            ``"straight"`` (gradient 1, as the identity BPDA always did) or ``"exact"`` (their own derivative: 0
+            where the refined value was clipped), for the identity and every second-order backward
+            (:data:`advpnml.config.CLIP_BACKWARDS`). Same forward.
         direction: ``"toward"`` (eq. 9: each label's refined input moves down its loss) or ``"away"``: up it,
             so p_i is the probability label i keeps after a lambda-step that attacks it. A variant, not the
             paper's: it denies every wrong label the free step toward it that the attack through the defense
@@ -109,8 +113,12 @@ class AdversarialPnml(nn.Module):
         memory_budget: int | None = None,
         bpda: str = "identity",
         direction: str = "toward",
+        clip: str = "straight",
     ) -> None:
         super().__init__()
+        if clip not in CLIP_BACKWARDS:
+            raise ValueError(f"clip must be one of {', '.join(CLIP_BACKWARDS)}, got {clip!r}")
+        self.clip = clip
         if direction not in REFINE_DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(REFINE_DIRECTIONS)}, got {direction!r}")
         self.direction = direction
@@ -161,6 +169,7 @@ class AdversarialPnml(nn.Module):
             f"top_k={self.top_k}, bounds={self.bounds}"
             + (f", bpda={self.bpda}" if self.bpda != "identity" else "")
             + (f", direction={self.direction}" if self.direction != "toward" else "")
+            + (f", clip={self.clip}" if self.clip != "straight" else "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,15 +241,26 @@ class AdversarialPnml(nn.Module):
         """Eq. 9 for every (sample, hypothesis) pair: returns refined inputs of shape (N, H, ...).
 
         ``labels`` is (N, H). The returned tensor is ``x + delta`` with ``delta`` detached, so its
-        gradient w.r.t. ``x`` is the identity (BPDA) while its value is the refined input.
+        gradient w.r.t. ``x`` is the identity (BPDA) while its value is the refined input; with ``clip="exact"``
+        the steps are replayed on ``x`` with ``sign`` detached and the clip (and projection) in the graph.
         """
         if self._second_order(x):
             return refine_through_gradient(
-                self.model, x, labels, self._signed_step, self.refine_steps, self.refine_eps, self.bounds, self.bpda
+                self.model,
+                x,
+                labels,
+                self._signed_step,
+                self.refine_steps,
+                self.refine_eps,
+                self.bounds,
+                self.bpda,
+                self.clip,
             )
         n, h = labels.shape
         flat_shape = (n * h, *x.shape[1:])
         start = x.detach().unsqueeze(1).expand(n, h, *x.shape[1:]).reshape(flat_shape)
+        exact = self.clip == "exact" and self.bpda == "identity" and torch.is_grad_enabled() and x.requires_grad
+        traced = origin = x.unsqueeze(1).expand(n, h, *x.shape[1:]).reshape(flat_shape) if exact else start
         targets = labels.reshape(-1)
         current = unclamped = start
         with torch.enable_grad():
@@ -250,12 +270,19 @@ class AdversarialPnml(nn.Module):
                 else:
                     grad = self._expanded_gradients(current.detach(), targets)
                 # Targeted step: move *down* the loss of the hypothesised label (eq. 2 / eq. 9); "away": up it.
-                current = current.detach() - self._signed_step * grad.sign()
+                move = (self._signed_step * grad.sign()).detach()
+                current = current.detach() - move
+                traced = traced - move if exact else traced
                 if self.refine_steps > 1:
                     current = torch.min(torch.max(current, start - self.refine_eps), start + self.refine_eps)
+                    if exact:  # the same values, differentiated: the projection's own derivative
+                        traced = torch.min(torch.max(traced, origin - self.refine_eps), origin + self.refine_eps)
                 unclamped = current
                 if self.bounds is not None:
                     current = current.clamp(*self.bounds)
+                    traced = traced.clamp(*self.bounds) if exact else traced
+        if exact:
+            return traced.view(n, h, *x.shape[1:])
         if self.bpda == "clamp" and self.bounds is not None:
             # The last step's clamp stays in the graph: its value is ``current``, its gradient 0 where it saturates.
             moved = (unclamped - start).detach().view(n, h, *x.shape[1:])
@@ -271,13 +298,17 @@ class AdversarialPnml(nn.Module):
         """Whether this call differentiates the refinement itself (an attack's forward with a second-order backward)."""
         return self.bpda in SECOND_ORDER and torch.is_grad_enabled() and x.requires_grad
 
-    def with_backward(self, bpda: str) -> AdversarialPnml:
+    def with_backward(self, bpda: str | None = None, clip: str | None = None) -> AdversarialPnml:
         """The same defense (same model, same forward) with another backward through the refinement: what an attack
-        column with ``backward = ...`` runs against (:data:`advpnml.config.BPDA_MODES`)."""
-        if bpda not in BPDA_MODES:
+        column with ``backward = ...`` (:data:`advpnml.config.BPDA_MODES`) and ``clip = ...``
+        (:data:`advpnml.config.CLIP_BACKWARDS`) runs against; None keeps this defense's own."""
+        if bpda is not None and bpda not in BPDA_MODES:
             raise ValueError(f"backward must be one of {', '.join(BPDA_MODES)}, got {bpda!r}")
+        if clip is not None and clip not in CLIP_BACKWARDS:
+            raise ValueError(f"clip must be one of {', '.join(CLIP_BACKWARDS)}, got {clip!r}")
         other = copy.copy(self)
-        other.bpda = bpda
+        other.bpda = self.bpda if bpda is None else bpda
+        other.clip = self.clip if clip is None else clip
         return other
 
     def _shared_first_gradients(

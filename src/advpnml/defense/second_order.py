@@ -76,10 +76,13 @@ def refine_through_gradient(
     radius: float,
     bounds: tuple[float, float] | None,
     surrogate: str,
+    clip: str = "straight",
 ) -> torch.Tensor:
     """Eq. 9 for every (sample, hypothesis) pair as a differentiable function of ``x``: (N, H, ...) refined inputs whose
     backward runs through each step's gradient (a Hessian-vector product per hypothesis) and the ``surrogate``'s
-    derivative for ``sign``; the clip to ``bounds`` passes the gradient unchanged (as our identity BPDA does)."""
+    derivative for ``sign``. ``clip``: ``straight`` passes the gradient through the clip to ``bounds`` and (several
+    steps) the projection onto the ``radius``-ball unchanged, as our identity BPDA does; ``exact`` keeps their own
+    derivative (0 where a value was clipped or projected)."""
     sign = SURROGATES[surrogate].apply
     n, h = labels.shape
     flat_shape = (n * h, *x.shape[1:])
@@ -92,7 +95,12 @@ def refine_through_gradient(
             (grad,) = torch.autograd.grad(loss, current, create_graph=True)
             current = current - step_size * sign(grad)
             if steps > 1:
-                current = torch.min(torch.max(current, start - radius), start + radius)
+                current = _limited(current, torch.min(torch.max(current, start - radius), start + radius), clip)
             if bounds is not None:
-                current = current + (current.clamp(*bounds) - current).detach()
+                current = _limited(current, current.clamp(*bounds), clip)
     return current.view(n, h, *x.shape[1:])
+
+
+def _limited(before: torch.Tensor, after: torch.Tensor, clip: str) -> torch.Tensor:
+    """``after`` (a clip or projection of ``before``) with its own derivative (``exact``) or ``before``'s (``straight``)."""
+    return after if clip == "exact" else before + (after - before).detach()

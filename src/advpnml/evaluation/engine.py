@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..accel.precision import with_precision
 from ..attacks import REFERENCE_ATTACKS, Attack, create_attack
-from ..config import BPDA_MODES, AttackSpec, EvalSettings
+from ..config import BPDA_MODES, CLIP_BACKWARDS, AttackSpec, EvalSettings
 from ..data import LabeledDataset, dataset_bounds
 from ..defense import AdversarialPnml
 from ..distributed import DistContext
@@ -38,21 +38,27 @@ from ..models.layout import use_memory_format
 from ..runtime import Runtime
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
 
+#: column parameters that choose how the defense is differentiated, not the attack's own
+DEFENSE_BACKWARD = ("backward", "clip")
+
 
 def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
-    """The attack object of one column at radius ``eps`` (``spec.params`` may override eps). ``params.backward`` is
-    not the attack's: it names the backward the defense is differentiated with for this column
-    (:data:`advpnml.config.BPDA_MODES`; the second-order ones are the paper's Appendix B attack)."""
-    backward = spec.params.get("backward")
-    if backward is not None:
-        if backward not in BPDA_MODES:
-            raise ValueError(f"attack column {spec.column!r}: backward must be one of {', '.join(BPDA_MODES)}, got {backward!r}")
+    """The attack object of one column at radius ``eps`` (``spec.params`` may override eps). ``params.backward`` and
+    ``params.clip`` are not the attack's: they name the backward the defense is differentiated with for this column
+    (:data:`advpnml.config.BPDA_MODES`, the second-order ones the paper's Appendix B attack; and
+    :data:`advpnml.config.CLIP_BACKWARDS`, how the refinement's clip is differentiated)."""
+    for key, allowed in (("backward", BPDA_MODES), ("clip", CLIP_BACKWARDS)):
+        value = spec.params.get(key)
+        if value is None:
+            continue
+        if value not in allowed:
+            raise ValueError(f"attack column {spec.column!r}: {key} must be one of {', '.join(allowed)}, got {value!r}")
         if spec.base or spec.defense != "direct":
             raise ValueError(
-                f"attack column {spec.column!r}: backward changes how the defense is differentiated; it needs "
+                f"attack column {spec.column!r}: {key} changes how the defense is differentiated; it needs "
                 'base = false and defense = "direct"'
             )
-    params = {"eps": eps, "bounds": bounds, **{k: v for k, v in spec.params.items() if k != "backward"}, "seed": seed}
+    params = {"eps": eps, "bounds": bounds, **{k: v for k, v in spec.params.items() if k not in DEFENSE_BACKWARD}, "seed": seed}
     attack = create_attack(spec.attack, **params)
     if getattr(attack, "step_size", None) == 0:  # the library allows it (a pure random-start probe); a column never wants it
         raise ValueError(f"attack column {spec.column!r}: step_size 0 never moves from its start; give a step size > 0")
@@ -246,6 +252,7 @@ def _evaluate_batch(
         """Adversarial inputs for the masked samples (``x`` elsewhere; all when ``mask`` is None);
         the attack's queries and flags are noted under ``key``."""
         attack = build_attack(spec, settings.eps, bounds, seed)
+        attack.progress = _throttled(lambda words: status(f"{key}: {words}"))
         if mask is None:
             adv = timed(key, lambda: attack(target, x, y))
         else:
@@ -293,8 +300,8 @@ def _evaluate_batch(
                 )
             else:
                 target = models["defense"]
-                if spec.params.get("backward"):  # the same defense differentiated another way (second order: Appendix B)
-                    target = target.with_backward(spec.params["backward"])
+                if any(spec.params.get(k) for k in DEFENSE_BACKWARD):  # the same defense differentiated another way
+                    target = target.with_backward(spec.params.get("backward"), spec.params.get("clip"))
                 adv = attack_on(f"defense/{spec.column}", spec, target, defense_mask)
                 pred["defense"][spec.column] = predict_on(models["defense"], adv, defense_mask)
         if cascade:
@@ -306,6 +313,19 @@ def _evaluate_batch(
         "queries": queries,
         "flags": flags,
     }
+
+
+def _throttled(report: Callable[[str], None], every: float = 0.5) -> Callable[[str], None]:
+    """``report``, called at most every ``every`` seconds (an attack reports each step; the bar needs a few a second)."""
+    last = [-every]
+
+    def call(words: str) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every:
+            last[0] = now
+            report(words)
+
+    return call
 
 
 def _describe(bar: Any, first: int, key: str) -> None:

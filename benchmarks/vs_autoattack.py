@@ -1,0 +1,163 @@
+"""Our whole evaluation of the defense against the reference AutoAttack through it: same images, same run, same machine.
+
+The reference (``pyautoattack``, version standard: APGD-CE, APGD-T, FAB-T, Square, each on what the earlier ones left)
+and our strong suite as a cascade (each column on what the earlier ones left, in :func:`advpnml.config.cascade_order`),
+both attacking the Adversarial pNML defense end to end. Per attack: its seconds, the seconds so far and the defense's
+robust accuracy after it. Summary: each one's final robust accuracy and the seconds it took to reach it (the last
+attack that broke a sample), ours to reach the reference's final accuracy, and the ratio. ``--order preset`` runs our
+columns in the presets' written order instead (the order before the cascade was sorted by cost), for the before/after.
+Our transferred columns attack the base model only on the samples the defense still classifies correctly (base rows
+are not evaluated: ``base = false``), so every second counted is spent on the defense.
+
+    python benchmarks/vs_autoattack.py --model official --n 100 --out results/vs_autoattack
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import advpnml
+from advpnml.accel.allocator import tune_cpu_allocator
+from advpnml.attacks.autoattack import reference_autoattack
+from advpnml.config import from_preset, suite_entries
+from advpnml.evaluation.engine import evaluate
+from advpnml.evaluation.reporting import environment
+from advpnml.models import use_memory_format
+from advpnml.runtime import Runtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from second_order_surrogates import MODELS  # noqa: E402  (the models every benchmark here shares)
+
+PRESETS = {"mnist": "mnist", "mnist5k": "mnist5k", "cifar10": "cifar10"}
+
+
+def reference(defended: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> list[dict]:
+    """The reference standard AutoAttack, one attack at a time on the points the earlier ones left robust (what its
+    ``run_standard_evaluation`` does), timed per attack."""
+    auto_attack = reference_autoattack()
+    with torch.no_grad():
+        robust = defended(x).argmax(1) == y
+    steps = []
+    adversary = auto_attack(defended, device=x.device, eps=eps, norm="Linf", seed=0, version="standard", verbose=False)
+    for name in list(adversary.attacks_to_run):
+        idx = robust.nonzero().squeeze(1)
+        start = time.perf_counter()
+        if idx.numel():
+            with torch.random.fork_rng():
+                adversary.attacks_to_run = [name]
+                x_adv, _ = adversary.run_standard_evaluation(x[idx], y[idx], batch_size=len(idx))
+            with torch.no_grad():
+                robust[idx] = defended(x_adv).argmax(1) == y[idx]
+        steps.append({"attack": name, "seconds": time.perf_counter() - start, "robust": robust.float().mean().item()})
+        print(f"reference {name:<28} {steps[-1]['seconds']:7.1f} s  {100 * steps[-1]['robust']:5.1f}%", flush=True)
+    return steps
+
+
+def ours(model, data, preset_name: str, eps: float, lam: float, order: str, skip: list[str]) -> list[dict]:
+    """Our strong suite through the defense as a cascade, every column ``base = false``; per column its seconds
+    (its base-model attack, if transferred, and the defense's) and the defense's robust accuracy after it."""
+    preset = from_preset(preset_name)
+    only = None
+    if order == "preset":  # the written order: the paper's columns, then the strong ones, as before the sort by cost
+        only = [e["column"] for e in suite_entries(preset.data, "strong")]  # sorted...
+        written = [e["column"] for e in preset.data["evaluation"]["attacks"] + preset.data["evaluation"]["strong"]]
+        only = [c for c in written if c in only]
+    settings = preset.eval_settings(data.info.name, "test", len(data), eps=eps, refine_eps=lam, suite="strong", only=only)
+    specs = [replace(s, base=False) for s in settings.attacks if s.defense is not None and s.column not in skip]
+    settings = replace(settings, attacks=specs, cascade=True)
+    result = evaluate(model, data, settings, None, Runtime(torch.device("cpu"), progress=False, log=lambda m: None))
+    steps, alive = [], result.correct("defense", "Natural").clone()
+    for spec in specs:
+        seconds = result.timings.get(f"base/{spec.column}", 0.0) + result.timings.get(f"defense/{spec.column}", 0.0)
+        column = result.correct("defense", spec.column)
+        alive &= column if column is not None else alive
+        steps.append({"attack": spec.column, "seconds": seconds, "robust": alive.float().mean().item()})
+        print(f"ours      {spec.column:<28} {seconds:7.1f} s  {100 * steps[-1]['robust']:5.1f}%", flush=True)
+    return steps
+
+
+def reached(steps: list[dict], target: float) -> float | None:
+    """Seconds until the robust accuracy first reached ``target`` or below (None: never)."""
+    total = 0.0
+    for step in steps:
+        total += step["seconds"]
+        if step["robust"] <= target + 1e-9:
+            return total
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--model", default="official", choices=sorted(MODELS))
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--order", default="cost", choices=("cost", "preset", "both"), help="our cascade's order")
+    parser.add_argument("--skip", default="", help="our columns to leave out, comma-separated (e.g. HSJA)")
+    parser.add_argument("--no-reference", action="store_true", help="ours only (the before/after of the order)")
+    parser.add_argument("--out", default="results/vs_autoattack")
+    args = parser.parse_args()
+    tune_cpu_allocator()
+    torch.manual_seed(0)
+    source, weights, dataset, eps, lam = MODELS[args.model]
+    root = Path(args.data_dir)
+    if source == "checkpoint":
+        model = advpnml.load_checkpoint(weights)[0]
+    else:
+        model = advpnml.load_external(root / "weights" / weights if weights else None, source)
+    data = advpnml.load_dataset(dataset, "test", root / ("mnist" if dataset == "mnist" else "cifar10"), n=args.n)
+    use_memory_format(model, "cpu", "auto", example=data.x[:2])
+    model.eval()
+    found: dict = {"model": args.model, "eps": eps, "lambda": lam, "samples": len(data), "environment": environment()}
+    skip = [c for c in args.skip.split(",") if c]
+    for order in ("cost", "preset") if args.order == "both" else (args.order,):
+        found[f"ours ({order} order)"] = ours(model, data, PRESETS[dataset], eps, lam, order, skip)
+    if not args.no_reference:
+        defended = advpnml.AdversarialPnml(model, lam).eval()
+        found["reference"] = reference(defended, data.x, data.y, eps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.model}_n{len(data)}" + (f"_without_{'_'.join(s.replace(' ', '-') for s in skip)}" if skip else "")
+    (out / f"{name}.json").write_text(json.dumps(found, indent=2) + "\n")
+    lines = [
+        f"# {args.model}, eps {eps:.4g}, lambda {lam:g}, {len(data)} images, {found['environment'].get('cpu', 'CPU')}",
+        "",
+        "| run | attack | seconds | seconds so far | defense robust after |",
+        "|---|---|---|---|---|",
+    ]
+    summary = ["", "| run | final robust | seconds to reach it | seconds in all | seconds to reach the reference's final |"]
+    summary.append("|---|---|---|---|---|")
+    target = found["reference"][-1]["robust"] if "reference" in found else None
+    for run, steps in found.items():
+        if not isinstance(steps, list):
+            continue
+        total = 0.0
+        for step in steps:
+            total += step["seconds"]
+            lines.append(f"| {run} | {step['attack']} | {step['seconds']:.1f} | {total:.1f} | {100 * step['robust']:.1f}% |")
+        final = steps[-1]["robust"]
+        to_target = reached(steps, target) if target is not None else None
+        summary.append(
+            f"| {run} | {100 * final:.1f}% | {reached(steps, final):.1f} | {total:.1f} | "
+            + ("-" if to_target is None else f"{to_target:.1f}")
+            + " |"
+        )
+    if target is not None:
+        ref_time = reached(found["reference"], target)
+        for run, steps in found.items():
+            if isinstance(steps, list) and run != "reference":
+                mine = reached(steps, target)
+                ratio = "never reached" if mine is None else f"{ref_time / mine:.2f}x"
+                summary.append(f"\n{run}: the reference's final accuracy in {ratio} less time than the reference")
+    (out / f"{name}.md").write_text("\n".join(lines + summary) + "\n")
+    print("\n".join(lines + summary))
+
+
+if __name__ == "__main__":
+    main()
