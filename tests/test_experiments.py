@@ -70,18 +70,23 @@ def test_adaptive_training_compares_two_models_over_lambda(standard_model, tmp_p
 def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model, tmp_path, capsys):
     for preset in ("mnist", "cifar10", "imagenet", "mnist5k"):  # APGD-T decides the worst case: every preset runs it
         config = load_config(preset)
-        assert [s.column for s in attack_specs(config)][-2:] == ["APGD-T", "APGD-T adaptive"], preset
-        strong = attack_specs(config, suite="strong")
-        assert [s.column for s in strong][-7:] == [
+        paper = [s.column for s in attack_specs(config)]
+        assert {"APGD-T", "APGD-T adaptive"} <= set(paper) and paper[-1] == "HSJA", preset
+        strong = {s.column: s for s in attack_specs(config, suite="strong")}
+        assert set(strong) - set(paper) == {
             "APGD-CE",
             "APGD-CE adaptive",
+            "Adaptive-margin exact-clip",
+            "APGD-CE exact-clip",
             "Joint hypotheses",
             "Square",
             "Adaptive-margin 2nd-order",
             "APGD-CE 2nd-order",
             "APGD-T 2nd-order",
-        ], preset
-        assert all(s.params["backward"] == "second-order-tanh" and not s.base for s in strong[-3:]), preset
+        }, preset
+        second = [strong[c] for c in strong if c.endswith("2nd-order")]
+        assert all(s.params["backward"] == "second-order-tanh" and s.params["clip"] == "exact" and not s.base for s in second)
+        assert strong["APGD-CE exact-clip"].params["clip"] == "exact" == strong["Adaptive-margin exact-clip"].params["clip"]
         reference = attack_specs(config, suite="autoattack")[-1]
         assert (reference.column, reference.attack, reference.base, reference.defense) == (
             "AutoAttack",
@@ -112,6 +117,8 @@ def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model,
         "APGD-CE 2nd-order.steps=2",
         "APGD-T 2nd-order.steps=2",
         "APGD-T 2nd-order.n_targets=1",
+        "Adaptive-margin exact-clip.steps=2",
+        "APGD-CE exact-clip.steps=2",
     ]
     args = [
         "evaluate",
@@ -134,7 +141,7 @@ def test_strong_suite_report_has_croce_layout_and_masking_checks(standard_model,
     report = (tmp_path / "eval" / "results.md").read_text()
     assert "Summary (Croce et al. 2022 layout)" in report and "Gradient-masking checks" in report
     assert (
-        "| Joint hypotheses | Square | Adaptive-margin 2nd-order | APGD-CE 2nd-order | APGD-T 2nd-order | Best attack |"
+        "| Adaptive-margin 2nd-order | APGD-CE 2nd-order | APGD-T 2nd-order | Square | HSJA | Best attack |"
         in (report.splitlines()[2])
     )
     summary = json.loads((tmp_path / "eval" / "results.json").read_text())

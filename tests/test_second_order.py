@@ -129,3 +129,30 @@ def test_one_exact_step_is_the_official_codes_clamp_backward(tiny_mlp):
     torch.testing.assert_close(*grads, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="clip must be one of straight, exact, got 'soft'"):
         AdversarialPnml(tiny_mlp, 0.1, clip="soft")
+
+
+def test_the_strong_suites_adaptive_columns_beat_every_backward_combination(robust_model, mnist5k_test):
+    """Pinned on a small PGD-trained CNN: the per-sample worst case over the strong suite's margin-PGD columns through
+    the defense (straight clip, exact clip, second-order with the exact clip) leaves no more than any combination of
+    backward (identity, straight-through or tanh second order) and clip (straight, exact) alone, same budget and seed."""
+    from advpnml.attacks import PGD
+    from advpnml.config import CLIP_BACKWARDS, from_preset
+    from advpnml.evaluation.engine import evaluate
+    from advpnml.runtime import QUIET
+
+    data = mnist5k_test.head(30)
+    eps, lam, steps = 0.2, 0.1, 10
+    columns = ["Adaptive-margin", "Adaptive-margin exact-clip", "Adaptive-margin 2nd-order"]
+    sets = [f"{c}.{k}={v}" for c in columns for k, v in (("steps", steps), ("step_size", 2.5 * eps / steps), ("restarts", 1))]
+    settings = from_preset("mnist", sets).eval_settings(
+        "mnist5k", "test", len(data), eps=eps, refine_eps=lam, suite="strong", only=columns
+    )
+    suite = evaluate(robust_model, data, settings, runtime=QUIET).robust("defense")
+    defended = AdversarialPnml(robust_model, lam).eval()
+    for backward in ("identity", "second-order-ste", "second-order-tanh"):
+        for clip in CLIP_BACKWARDS:
+            attack = PGD(eps, steps, 2.5 * eps / steps, loss="margin", early_stop="steps", seed=0)
+            x_adv = attack(defended.with_backward(backward, clip), data.x, data.y)
+            with torch.no_grad():
+                alone = (defended(data.x).argmax(1) == data.y) & (defended(x_adv).argmax(1) == data.y)
+            assert not (suite & ~alone).any(), f"{backward}, {clip} clip breaks a sample the suite leaves"

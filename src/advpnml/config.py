@@ -650,7 +650,14 @@ class Preset:
 #: variants the same), Square 5,000 queries.
 GENERIC_STEPS = 100
 GENERIC_HSJA_QUERIES = 26000
-_GENERIC_PGD_COLUMNS = ("PGD", "Adaptive", "Adaptive-margin", "Adaptive-margin 2nd-order", "Joint hypotheses")
+_GENERIC_PGD_COLUMNS = (
+    "PGD",
+    "Adaptive",
+    "Adaptive-margin",
+    "Adaptive-margin exact-clip",
+    "Adaptive-margin 2nd-order",
+    "Joint hypotheses",
+)
 
 
 def generic_preset(eps: float | None, lam: float | None = None, overrides: list[str] | None = None) -> Preset:
