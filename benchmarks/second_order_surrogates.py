@@ -46,6 +46,19 @@ MODELS = {
 BACKWARDS = ("identity", *SECOND_ORDER)
 
 
+def load(name: str, data_dir: str, n: int) -> tuple[torch.nn.Module, advpnml.data.LabeledTensors, float, float]:
+    """Model ``name`` of :data:`MODELS` in eval mode and its dataset's first ``n`` test images, with its eps and lambda."""
+    source, weights, dataset, eps, lam = MODELS[name]
+    root = Path(data_dir)
+    if source == "checkpoint":
+        model = advpnml.load_checkpoint(weights)[0]
+    else:
+        model = advpnml.load_external(root / "weights" / weights if weights else None, source)
+    data = advpnml.load_dataset(dataset, "test", root / ("mnist" if dataset == "mnist" else "cifar10"), n=n)
+    use_memory_format(model, "cpu", "auto", example=data.x[:2])
+    return model.eval(), data, eps, lam
+
+
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).argmax(1) == y
@@ -69,15 +82,9 @@ def main() -> None:
     tune_cpu_allocator()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, root = [], Path(args.data_dir)
+    rows = []
     for name in args.models.split(","):
-        source, weights, dataset, eps, lam = MODELS[name]
-        if source == "checkpoint":
-            model = advpnml.load_checkpoint(weights)[0]
-        else:
-            model = advpnml.load_external(root / "weights" / weights if weights else None, source)
-        data = advpnml.load_dataset(dataset, "test", root / ("mnist" if dataset == "mnist" else "cifar10"), n=args.n)
-        use_memory_format(model, "cpu", "auto", example=data.x[:2])
+        model, data, eps, lam = load(name, args.data_dir, args.n)
         defended = advpnml.AdversarialPnml(model, lam).eval()
         clean = accuracy(defended, data.x, data.y)
         attacks = {

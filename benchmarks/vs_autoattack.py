@@ -29,11 +29,10 @@ from advpnml.attacks.autoattack import reference_autoattack
 from advpnml.config import from_preset, suite_entries
 from advpnml.evaluation.engine import evaluate
 from advpnml.evaluation.reporting import environment
-from advpnml.models import use_memory_format
 from advpnml.runtime import Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from second_order_surrogates import MODELS  # noqa: E402  (the models every benchmark here shares)
+from second_order_surrogates import MODELS, load  # noqa: E402  (the models every benchmark here shares)
 
 PRESETS = {"mnist": "mnist", "mnist5k": "mnist5k", "cifar10": "cifar10"}
 
@@ -105,15 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     tune_cpu_allocator()
     torch.manual_seed(0)
-    source, weights, dataset, eps, lam = MODELS[args.model]
-    root = Path(args.data_dir)
-    if source == "checkpoint":
-        model = advpnml.load_checkpoint(weights)[0]
-    else:
-        model = advpnml.load_external(root / "weights" / weights if weights else None, source)
-    data = advpnml.load_dataset(dataset, "test", root / ("mnist" if dataset == "mnist" else "cifar10"), n=args.n)
-    use_memory_format(model, "cpu", "auto", example=data.x[:2])
-    model.eval()
+    model, data, eps, lam = load(args.model, args.data_dir, args.n)
+    dataset = MODELS[args.model][2]
     found: dict = {"model": args.model, "eps": eps, "lambda": lam, "samples": len(data), "environment": environment()}
     skip = [c for c in args.skip.split(",") if c]
     for order in ("cost", "preset") if args.order == "both" else (args.order,):
