@@ -212,14 +212,22 @@ def test_a_user_model_run_stopped_with_ctrl_c_resumes_in_a_new_process(user_mode
     argv[argv.index(f"{user_model / 'net.py'}:Net")] = f"{user_model / 'net.py'}:Held"
     argv[argv.index("--batch-size") + 1] = "1"
     records = tmp_path / "out" / "records.jsonl"
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal sends it: a job started in the background of a non-interactive shell (CI) inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt, so the child gets the default disposition back
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     while proc.poll() is None and (not records.exists() or len(records.read_text().splitlines()) < 3):
         time.sleep(0.02)  # until two samples are written; it cannot pass sample 6 while 'hold' exists
     proc.send_signal(signal.SIGINT)
+    (user_model / "hold").unlink()  # never a hang: a run that ignored the signal ends, and the assert below says so
     out, err = proc.communicate()
     assert proc.returncode != 0 and "the same command resumes after it" in out + err, (out + err)[-2000:]
     assert 1 < len(records.read_text().splitlines()) < 13
-    (user_model / "hold").unlink()
     done = subprocess.run(argv, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming:" in done.stdout and len(records.read_text().splitlines()) == 13
