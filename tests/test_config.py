@@ -74,7 +74,7 @@ def test_image_presets_share_one_suite_and_the_paper_numbers_stay_with_their_dat
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('extends = "mnist5k"\n[defense]\nrefine_epss = 0.1\n', "unknown key 'refine_epss'; expected one of: refine_eps"),
+        ('extends = "mnist5k"\n[defense]\nrefine_epss = 0.1\n', "unknown key 'refine_epss'; expected one of: name, refine_eps"),
         ('extends = "mnist5k"\n[evaluation]\neps = "0.3"\n', "eps must be a number, got '0.3'"),
         ('extends = "mnist5k"\n[evaluation]\nbatch_size = 0\n', "batch_size must be a positive whole number"),
         ('extends = "mnist5k"\n[[evaluation.attacks]]\ncolumn = "X"\nattack = "fgsm"\nbasee = true\n', "unknown key 'basee'"),

@@ -102,6 +102,7 @@ def evaluate(
     device: str | torch.device = "auto",
     seed: int = 0,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    defense: str | nn.Module | None = None,
     **overrides: Any,
 ) -> Evaluation:
     """Evaluate ``model`` and its Adversarial pNML defense (eqs. 9-12, lambda = ``lam``) under every attack of
@@ -130,6 +131,11 @@ def evaluate(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         seed: the attacks' seed (each batch's derives from it).
         normalize: ``(mean, std)`` per channel, for a model that expects normalized inputs.
+        defense: the test-time defense: ``"pnml"`` (the default, or a preset's ``[defense] name``), ``"hedge"``,
+            ``"anti-adversary"``, ``"tte"`` (:data:`advpnml.defense.DEFENSES`; parameters with
+            ``set={"defense.hedge.steps": 10}``), ``"FILE.py:NAME"`` (``NAME(model)`` returns the defended module), or
+            your own ``nn.Module`` around ``model``: it is attacked through its own autograd, by transfer from
+            ``model`` and by the black-box attacks (docs: "Evaluate your own defense").
         overrides: see :data:`OVERRIDES` (``attacks=["APGD-T", "APGD-T adaptive"]``, ``set={"PGD.restarts": 5}``,
             ``checks=0``, ``verbose=False``, ...).
 
@@ -144,7 +150,8 @@ def evaluate(
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)}; evaluate takes: {', '.join(OVERRIDES)}")
-    chosen = _preset(preset, eps, lam, _assignments(overrides.get("set")), overrides.get("defended", True))
+    needs_lam = overrides.get("defended", True) and (defense is None or defense == "pnml")
+    chosen = _preset(preset, eps, lam, _assignments(overrides.get("set")), needs_lam)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
     if normalize is not None:
@@ -169,6 +176,7 @@ def evaluate(
         batch_size=overrides.get("batch_size"),
         seed=seed,
         cascade=bool(overrides.get("cascade", False)),
+        defense=defense,
     )
     verbose = bool(overrides.get("verbose", True))
     runtime = Runtime(

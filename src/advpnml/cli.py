@@ -12,10 +12,11 @@ import torch
 from .accel.allocator import tune_cpu_allocator
 from .accel.precision import PRECISIONS
 from .bench.speed import format_table, run_benchmark
-from .config import PROTOCOLS, SUITES, Preset, from_preset, list_configs
+from .config import DEFENSE_NAMES, PROTOCOLS, SUITES, Preset, from_preset, list_configs
 from .data import DATASETS, DataFileError, load_dataset
 from .demo import run_demo
 from .experiments.adaptive_training import run_adaptive_training
+from .experiments.defenses import SHIPPED, compare_defenses
 from .experiments.detection import detect
 from .experiments.mechanism import WORST_CASE_COLUMNS, collect, run_mechanism
 from .experiments.sweeps import parse_values, sweep_run
@@ -124,6 +125,7 @@ def _load_run(args: argparse.Namespace, preset: Preset, protocol: str) -> Run:
         batch_size=args.batch_size,
         seed=args.seed,
         cascade=args.cascade,
+        defense=getattr(args, "defense", None),
     )
 
 
@@ -186,6 +188,24 @@ def cmd_mechanism(args: argparse.Namespace, runtime: Runtime) -> None:
     )
     run = _load_run(args, preset, "strict")
     run_mechanism(run, lams, args.out or f"runs/mechanism-{run.settings.dataset}", runtime, args.probe_steps)
+
+
+def cmd_defenses(args: argparse.Namespace, runtime: Runtime) -> None:
+    """``advpnml reproduce defenses``: every registry defense around every shipped model, one table."""
+    path = compare_defenses(
+        [m.strip() for m in args.models.split(",") if m.strip()],
+        [d.strip() for d in args.defenses.split(",") if d.strip()],
+        args.out,
+        runtime,
+        data_dir=args.data_dir,
+        n=args.n,
+        overrides=args.set,
+        attacks=args.attacks.split(",") if args.attacks else None,
+        cascade=not args.no_cascade,
+        checks=args.checks,
+        resume=not args.overwrite,
+    )
+    print(f"\n{path.read_text()}\nwrote {path} and beside it defenses.json, defenses.png")
 
 
 def cmd_bench(args: argparse.Namespace, runtime: Runtime) -> None:
@@ -333,6 +353,16 @@ def _eval_args(p: argparse.ArgumentParser, suite: str | None = None) -> None:
     p.set_defaults(no_defense=False)
 
 
+def _defense_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--defense",
+        default=None,
+        metavar="NAME|FILE.py:NAME",
+        help=f"the test-time defense: {', '.join(DEFENSE_NAMES)}, or your own (NAME(model) returns the defended "
+        "module); its parameters: --set defense.NAME.KEY=VALUE (default: the config's [defense] name, else pnml)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``advpnml`` argument parser: every command and its options."""
     parser = argparse.ArgumentParser(prog="advpnml", description="Adversarial pNML: defense, attacks and honest evaluation.")
@@ -389,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         [model, data, evaluation],
     )
     p.add_argument("--no-defense", action="store_true", help="evaluate the base model only")
+    _defense_arg(p)
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -407,7 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="training and attack seed (default: %(default)s)")
 
     experiments = command(
-        sub, "reproduce", None, "the paper's Table 1, sweeps (Figs. 2-4, 6, 7) and the adaptive-training comparison"
+        sub,
+        "reproduce",
+        None,
+        "the paper's Table 1, sweeps (Figs. 2-4, 6, 7), the adaptive-training comparison, test-time defenses side by side",
     ).add_subparsers(dest="experiment", required=True)
     command(
         experiments,
@@ -483,6 +517,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=4000, help="fine-tuning images (default: %(default)s)")
     p.add_argument("--samples", "--n", dest="n", type=int, default=200, help="test samples (default: %(default)s)")
     p.add_argument("--out", default="runs/adaptive-training", help="output folder (default: %(default)s)")
+    p = command(
+        experiments,
+        "defenses",
+        _in_runtime(cmd_defenses),
+        "the registry's test-time defenses side by side on the models we ship: table, figure, logs",
+        [device],
+    )
+    p.add_argument("--models", default=",".join(SHIPPED), help="comma-separated, of: %(default)s")
+    p.add_argument("--defenses", default=",".join(DEFENSE_NAMES), help="comma-separated, of: %(default)s")
+    p.add_argument(
+        "--data-dir", default="../shared/data", help="the folder with weights/, mnist/, cifar10/ (default: %(default)s)"
+    )
+    p.add_argument("--samples", "--n", dest="n", type=int, default=100, help="test images per model (default: %(default)s)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override every preset, e.g. a cut budget PGD.steps=20")
+    p.add_argument("--attacks", default=None, help="comma-separated columns (each defense runs those it can; default: all)")
+    p.add_argument("--no-cascade", action="store_true", help="every attack on every sample (far slower)")
+    p.add_argument("--checks", type=int, default=20, metavar="N", help="gradient-masking checks on the first N images")
+    p.add_argument("--out", default="runs/defenses", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="start each run over instead of resuming it")
     p = command(
         sub,
         "detect",

@@ -63,6 +63,41 @@ CLIP_BACKWARDS = ("straight", "exact")
 REFINE_DIRECTIONS = ("toward", "away")
 
 
+#: The test-time defenses of the registry (:data:`advpnml.defense.DEFENSES`): ours, its two published siblings that
+#: refine the input with gradient steps of the same model (Hedge, Wu et al. 2021; the anti-adversary, Alfarra et al.
+#: 2022), and test-time transformation ensembling (Pérez et al. 2021), the differentiable control. A user's own
+#: defense is named ``own: LABEL`` in the settings.
+DEFENSE_NAMES = ("pnml", "hedge", "anti-adversary", "tte")
+#: What each defense offers an attack column beyond its own autograd: ``refinement`` (another backward through its
+#: refinement: ``params.backward``/``params.clip``), ``steps`` (a shortened refinement to attack through:
+#: ``params.refine_steps``), ``hypotheses`` (the pNML's per-label refinements: the joint-hypotheses attack).
+DEFENSE_HOOKS: dict[str, tuple[str, ...]] = {
+    "pnml": ("refinement", "hypotheses"),
+    "hedge": ("refinement", "steps"),
+    "anti-adversary": ("refinement", "steps"),
+    "tte": (),
+}
+
+
+def column_needs(spec: AttackSpec) -> set[str]:
+    """The defense hooks (:data:`DEFENSE_HOOKS`) an attack column needs to run through a defense."""
+    needs = set()
+    if spec.attack == "joint":
+        needs.add("hypotheses")
+    if spec.params.get("backward") or spec.params.get("clip"):
+        needs.add("refinement")
+    if spec.params.get("refine_steps"):
+        needs.add("steps")
+    return needs
+
+
+def check_defense_name(name: Any) -> str:
+    """``name`` if it is a registry defense or a user's own (``own: ...``); else one line listing the defenses."""
+    if not isinstance(name, str) or not (name in DEFENSE_NAMES or name.startswith("own:")):
+        raise ValueError(f"unknown defense {name!r}; expected one of {', '.join(DEFENSE_NAMES)} or your own as FILE.py:NAME")
+    return name
+
+
 @dataclass(frozen=True)
 class DefenseSpec:
     """The defense's settings: lambda (``refine_eps``, eq. 9; the command line's ``--lam``), the refinement
@@ -115,8 +150,11 @@ class EvalSettings:
     cascade: bool = False
     bpda: str = "identity"
     refine_direction: str = "toward"
+    defense_name: str = "pnml"
+    defense_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # checked before any model is loaded
+        check_defense_name(self.defense_name)
         if not _type_ok(self.eps, _NUMBER) or not 0 <= self.eps < float("inf"):
             raise ValueError(f"eps (--eps) must be a finite number >= 0, got {self.eps!r}")
         if not _type_ok(self.batch_size, _COUNT):
@@ -158,7 +196,13 @@ class EvalSettings:
 
 
 #: Settings added after runs were recorded, at the values those runs had.
-_LATER_DEFAULTS = {"cascade": False, "bpda": "identity", "refine_direction": "toward"}
+_LATER_DEFAULTS: dict[str, Any] = {
+    "cascade": False,
+    "bpda": "identity",
+    "refine_direction": "toward",
+    "defense_name": "pnml",
+    "defense_params": {},
+}
 
 
 def only_the_path_changed(changes: list[str]) -> bool:
@@ -290,7 +334,14 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "paper": _TABLE,
         "sweeps": _TABLE,
     },
-    "defense": {"refine_eps": _NUMBER, "refine_steps": _COUNT, "top_k": _COUNT, "direction": _TEXT},
+    "defense": {
+        "name": _TEXT,
+        "refine_eps": _NUMBER,
+        "refine_steps": _COUNT,
+        "top_k": _COUNT,
+        "direction": _TEXT,
+        **{name: _TABLE for name in DEFENSE_NAMES if name != "pnml"},
+    },
     "evaluation": {"eps": _NUMBER, "batch_size": _COUNT, "n": _COUNT, "attacks": _LIST, "strong": _LIST, "autoattack": _LIST},
     "attack": {
         "column": _TEXT,
@@ -617,28 +668,59 @@ class Preset:
         seed: int = 0,
         model: str = "",
         cascade: bool = False,
+        defense: str | None = None,
+        defense_hooks: tuple[str, ...] | None = None,
     ) -> EvalSettings:
         """The settings of one evaluation run: the preset's values unless the caller gives its own (``suite=None``:
-        :attr:`default_suite`)."""
+        :attr:`default_suite`). ``defense``: a registry name (:data:`DEFENSE_NAMES`; None: the preset's ``[defense]
+        name``, else ``pnml``) or ``own: LABEL`` with its ``defense_hooks``; the columns it cannot run are left out,
+        and one named in ``only`` is a one-line error."""
         suite = self.default_suite if suite is None else suite
+        name, params = self.defense_choice(defense)
         # A base-only run keeps the preset's refine_steps and top_k too: they are part of its digest.
-        defense = self.defense(refine_eps if defended else 0.0, protocol)
+        lam = refine_eps if defended else 0.0
+        if name != "pnml" and lam is None and "refine_eps" not in self.data.get("defense", {}):
+            lam = 0.0  # another defense: lambda is not its parameter
+        spec = self.defense(lam, protocol)
+        attacks = self.attacks(only, suite, protocol)
+        if defended:
+            hooks = set(DEFENSE_HOOKS.get(name, ()) if defense_hooks is None else defense_hooks)
+            missing = [(s.column, column_needs(s) - hooks) for s in attacks if s.defense is not None and column_needs(s) - hooks]
+            if only and missing:
+                column, lacks = missing[0]
+                raise ValueError(
+                    f"attack column {column!r} needs the defense's {', '.join(sorted(lacks))} hook, which defense "
+                    f"{name!r} does not have; leave it out of --attacks"
+                )
+            attacks = [s for s in attacks if s.defense is None or not column_needs(s) - hooks]
         return EvalSettings(
             dataset=dataset,
             split=split,
             n=n,
             eps=self.eps if eps is None else eps,
-            refine_eps=defense.refine_eps if defended else None,
-            attacks=self.attacks(only, suite, protocol),
-            refine_steps=defense.refine_steps,
-            top_k=defense.top_k,
+            refine_eps=spec.refine_eps if defended else None,
+            attacks=attacks,
+            refine_steps=spec.refine_steps,
+            top_k=spec.top_k,
             batch_size=self.batch_size if batch_size is None else batch_size,
             seed=seed,
             model=model,
             cascade=cascade,
-            bpda=defense.bpda,
-            refine_direction=defense.direction,
+            bpda=spec.bpda,
+            refine_direction=spec.direction,
+            defense_name=name,
+            defense_params=params,
         )
+
+    def defense_choice(self, name: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The defense's name (``name``, else the preset's ``[defense] name``, else ``pnml``) and its parameters (the
+        preset's ``[defense.NAME]`` table; none for ``pnml``, whose settings are ``[defense]`` itself)."""
+        table = self.data.get("defense", {})
+        chosen = check_defense_name(table.get("name", "pnml") if name is None else name)
+        params = table.get(chosen, {}) if chosen in DEFENSE_NAMES and chosen != "pnml" else {}
+        if not isinstance(params, dict):
+            raise ValueError(f"[defense.{chosen}] must be a table of the defense's parameters, got {params!r}")
+        return chosen, copy.deepcopy(params)
 
 
 #: Without a preset (``advpnml.evaluate(model, data, eps=..., lam=...)``, or ``--data FILE`` without ``--config``)
@@ -671,6 +753,8 @@ def generic_preset(eps: float | None, lam: float | None = None, overrides: list[
     if not _type_ok(eps, _NUMBER) or not 0 < eps < float("inf"):
         raise ValueError(f"eps (--eps) must be a finite number > 0, got {eps!r}")
     data["evaluation"]["eps"] = float(eps)
+    # Hedge's ball is the attack's (Croce et al.'s wu_2021 passes the attack eps), its step half of it (4/255 of 8/255)
+    data.setdefault("defense", {})["hedge"] = {"radius": float(eps), "step_size": float(eps) / 2}
     for column in _GENERIC_PGD_COLUMNS:
         values = {"steps": GENERIC_STEPS, "step_size": 2.5 * eps / GENERIC_STEPS} | (
             {"restarts": 1} if column != "Joint hypotheses" else {}

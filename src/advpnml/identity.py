@@ -134,13 +134,26 @@ def data_digest(dataset: LabeledDataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_identity(model: nn.Module, dataset: LabeledDataset, precision: str = "fp32") -> dict[str, Any]:
+def run_identity(
+    model: nn.Module, dataset: LabeledDataset, precision: str = "fp32", defense: nn.Module | None = None
+) -> dict[str, Any]:
     """The content a run depends on, as stored in its records header: the weights' hash, the architecture's name,
     the model's outputs on the probe batch (:func:`probe_outputs`), the data's hash, the versions, and
-    ``precision`` only when not fp32 (so the headers of every fp32 run, older ones included, stay as they were)."""
+    ``precision`` only when not fp32 (so the headers of every fp32 run, older ones included, stay as they were).
+    A user's own ``defense`` adds the same three for it (a registry defense is named by the settings)."""
     from .version import __version__
 
+    own = (
+        {
+            "defense_sha256": model_digest(defense),
+            "defense_architecture": architecture(defense),
+            "defense_outputs": probe_outputs(defense, dataset),
+        }
+        if defense is not None
+        else {}
+    )
     return {
+        **own,
         "model_sha256": model_digest(model),
         "architecture": architecture(model),
         "data_sha256": data_digest(dataset),
@@ -159,6 +172,9 @@ _WHAT = {
     "precision": "the precision",
     "architecture": "the architecture",
     "outputs": "the model as it computes (its outputs on the probe batch: its code, layers, normalization or buffers)",
+    "defense_sha256": "your defense's weights",
+    "defense_architecture": "your defense",
+    "defense_outputs": "your defense as it computes (its outputs on the probe batch)",
 }
 #: what a header without the key means
 _DEFAULTS = {"precision": "fp32"}
@@ -177,7 +193,7 @@ def identity_changes(stored: dict[str, Any] | None, current: dict[str, Any]) -> 
     for key in dict.fromkeys([*current, *_DEFAULTS]):
         if key in stored or key in _DEFAULTS:
             old, new = stored.get(key, _DEFAULTS.get(key)), current.get(key, _DEFAULTS.get(key))
-            if key == "outputs":
+            if key in ("outputs", "defense_outputs"):
                 why = probes_differ(old, new)
                 if why:
                     changes.append(f"{_WHAT[key]}: {why}")

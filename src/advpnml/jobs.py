@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +27,15 @@ from .accel.precision import with_precision
 from .config import PROTOCOLS, DefenseSpec, EvalSettings, Preset, from_preset, generic_preset
 from .data import DATASETS, LabeledDataset, load_dataset
 from .data.user import as_dataset
-from .defense import AdversarialPnml
+from .defense import (
+    DEFENSES,
+    build_user_defense,
+    check_defense,
+    create_defense,
+    defense_hooks,
+    defense_label,
+    defense_settings,
+)
 from .evaluation.engine import build_attack, evaluate
 from .evaluation.protocols import write_comparison
 from .evaluation.records import EvalResult
@@ -115,6 +123,7 @@ class Run:
     model: nn.Module
     dataset: LabeledDataset
     settings: EvalSettings
+    defense: nn.Module | None = None  # the user's own defense around model (None: settings.defense_name's)
 
 
 def load_run(
@@ -137,9 +146,12 @@ def load_run(
     The model as :func:`load_model` reads it; ``dataset`` a name or the user's own file or folder. ``settings``:
     the keyword arguments of :meth:`Preset.eval_settings <advpnml.config.Preset.eval_settings>` (``eps``,
     ``refine_eps``, ``defended``, ``only``, ``suite``, ``protocol``, ``batch_size``, ``seed``, ``cascade``).
-    Every attack is built once here, so a bad parameter fails before any attack runs.
+    Every attack is built once here, so a bad parameter fails before any attack runs. ``defense`` (in
+    ``settings``): a registry name or ``FILE.py:NAME`` (see :func:`make_run`).
     """
-    preset.eval_settings(dataset or preset.dataset or "", split, 1, **settings)  # bad eps, lambda, columns: before any loading
+    named = settings.get("defense")
+    early = {**settings, "defense": named if named is None or named in DEFENSES else None}
+    preset.eval_settings(dataset or preset.dataset or "", split, 1, **early)  # bad eps, lambda, columns: before any loading
     model, meta = load_model(checkpoint, source, model_spec, normalize)
     name = dataset or preset.dataset or meta.get("dataset")
     if name is None:
@@ -157,19 +169,47 @@ def make_run(
     meta: dict[str, Any] | None = None,
     model_name: str = "",
     split: str = "test",
+    defense: str | nn.Module | None = None,
     **settings: Any,
 ) -> Run:
     """The run of ``model`` on ``dataset`` (any dataset with an ``.info``, the user's own included) under ``preset``:
     the model checked against the data (one forward and backward, :func:`_check_fits`) and every attack built, so
-    a bad model, label or parameter fails in one line before any attack runs. ``settings`` as :func:`load_run`."""
+    a bad model, label or parameter fails in one line before any attack runs. ``settings`` as :func:`load_run`.
+
+    ``defense``: a registry name (:data:`advpnml.defense.DEFENSES`; None: the preset's, else ``pnml``), ``FILE.py:NAME``
+    (``NAME(model)`` returns the defended module), or a module around ``model``. It is built and run on one sample
+    here, so an unknown name, a parameter out of range or an output that does not fit is one line first; the
+    columns it cannot run (:data:`advpnml.config.DEFENSE_HOOKS`) are left out."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
     name = dataset.info.name
     if not len(dataset):
         raise ValueError(f"the data ({name}) holds no samples")
-    preset.eval_settings(name, split, 1, **settings)
+    own: nn.Module | None = None
+    if isinstance(defense, str) and defense not in DEFENSES:
+        if ":" not in defense:
+            raise ValueError(f"unknown defense {defense!r}; expected one of {', '.join(DEFENSES)} or your own as FILE.py:NAME")
+        own = build_user_defense(defense, model)
+    elif defense is not None and not isinstance(defense, str):
+        if not isinstance(defense, nn.Module):
+            raise ValueError(
+                f"defense must be a name, FILE.py:NAME or a torch.nn.Module around the model, got {type(defense).__name__}"
+            )
+        own = defense
+    choice = dict(defense=defense_label(own), defense_hooks=defense_hooks(own)) if own is not None else dict(defense=defense)
+    preset.eval_settings(name, split, 1, **choice, **settings)
     classes = _check_fits(model, meta or {}, dataset)
-    run_settings = preset.eval_settings(name, split, len(dataset), model=model_name, **settings)
+    run_settings = preset.eval_settings(name, split, len(dataset), model=model_name, **choice, **settings)
+    if run_settings.defense is not None:
+        built = (
+            own
+            if own is not None
+            else create_defense(
+                run_settings.defense_name, model, run_settings.defense_params, run_settings.defense, dataset.info.bounds
+            )
+        )
+        check_defense(built, dataset[0][0].unsqueeze(0), classes)
+        run_settings = replace(run_settings, defense_params=defense_settings(built) or run_settings.defense_params)
     for spec in run_settings.attacks:
         attack = build_attack(spec, run_settings.eps, dataset.info.bounds, run_settings.seed)
         if getattr(attack, "name", "") == "apgd-t" and classes < 4:
@@ -182,7 +222,7 @@ def make_run(
                 f"column {spec.column!r} (Square) needs image inputs (C, H, W), the data's are "
                 f"{dataset.info.input_shape}; leave it out with attacks=[...] (--attacks)"
             )
-    return Run(preset, model, dataset, run_settings)
+    return Run(preset, model, dataset, run_settings, own)
 
 
 def _check_fits(model: nn.Module, meta: dict[str, Any], data: LabeledDataset) -> int:
@@ -236,7 +276,7 @@ def evaluate_and_report(
     for spec in settings.attacks:
         runtime.log(f"  {spec.column:<10} {spec.attack} {json.dumps(spec.params)} base={spec.base} defense={spec.defense}")
     with hold(out if runtime.is_main else None, runtime.log):  # held through the report too
-        result = evaluate(model, dataset, settings, out, runtime, resume=resume)
+        result = evaluate(model, dataset, settings, out, runtime, resume=resume, defense=run.defense)
         return _check_and_report(run, result, out, runtime, checks) if runtime.is_main else None
 
 
@@ -250,9 +290,12 @@ def _check_and_report(run: Run, result: EvalResult, out: Path | None, runtime: R
         y = torch.as_tensor([int(h[1]) for h in head]).to(runtime.device)
         runtime.log(f"\ngradient-masking checks on {len(y)} samples:")
         checked = with_precision(model.to(runtime.device), runtime.precision)  # the classifier as evaluate ran it
-        result.checks = masking_checks(
-            checked, x, y, settings.eps, settings.defense, result, dataset.info.bounds, log=runtime.log
-        )
+        defense: Any = settings.defense
+        if settings.defense is not None and (run.defense is not None or settings.defense_name != "pnml"):
+            defense = run.defense or create_defense(
+                settings.defense_name, checked, settings.defense_params, settings.defense, dataset.info.bounds
+            )
+        result.checks = masking_checks(checked, x, y, settings.eps, defense, result, dataset.info.bounds, log=runtime.log)
     paper = run.preset.paper_numbers(settings.dataset, settings.eps)
     wrote = ""
     if out is not None:
@@ -289,6 +332,8 @@ def predict(
     runtime: Runtime,
     batch_size: int = 100,
     meta: dict[str, Any] | None = None,
+    defense_name: str = "pnml",
+    defense_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Clean accuracy of the model and of its defense on ``dataset``, with a progress bar; returns counts and time.
     A model that does not take the data is one line first (:func:`_check_fits`)."""
@@ -297,7 +342,7 @@ def predict(
     _check_fits(model, meta or {}, dataset)
     model = model.to(runtime.device).eval()
     use_memory_format(model, runtime.device, runtime.memory_format, example=dataset[0][0].unsqueeze(0))
-    defended = AdversarialPnml.from_spec(model, defense, dataset.info.bounds).eval()
+    defended = create_defense(defense_name, model, defense_params, defense, dataset.info.bounds)
     correct, seen, start = {"base": 0, "defense": 0}, 0, time.perf_counter()
     with tqdm(total=len(dataset), desc="predict", unit="img", disable=not runtime.progress) as bar:
         for x, y in DataLoader(cast(Dataset, dataset), batch_size=batch_size):

@@ -30,7 +30,7 @@ from ..accel.precision import with_precision
 from ..attacks import REFERENCE_ATTACKS, Attack, create_attack
 from ..config import BPDA_MODES, CLIP_BACKWARDS, AttackSpec, EvalSettings
 from ..data import LabeledDataset, dataset_bounds
-from ..defense import AdversarialPnml
+from ..defense import ExpectationOverTransformation, create_defense
 from ..distributed import DistContext
 from ..identity import run_identity
 from ..lock import hold
@@ -38,8 +38,9 @@ from ..models.layout import use_memory_format
 from ..runtime import Runtime
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
 
-#: column parameters that choose how the defense is differentiated, not the attack's own
-DEFENSE_BACKWARD = ("backward", "clip")
+#: column parameters that choose how the defense is differentiated (or, ``refine_steps``, which shortened refinement
+#: the attack goes through while the full defense is scored), not the attack's own
+DEFENSE_BACKWARD = ("backward", "clip", "refine_steps")
 
 
 def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
@@ -47,11 +48,13 @@ def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
     ``params.clip`` are not the attack's: they name the backward the defense is differentiated with for this column
     (:data:`advpnml.config.BPDA_MODES`, the second-order ones the paper's Appendix B attack; and
     :data:`advpnml.config.CLIP_BACKWARDS`, how the refinement's clip is differentiated)."""
-    for key, allowed in (("backward", BPDA_MODES), ("clip", CLIP_BACKWARDS)):
+    for key, allowed in (("backward", BPDA_MODES), ("clip", CLIP_BACKWARDS), ("refine_steps", None)):
         value = spec.params.get(key)
         if value is None:
             continue
-        if value not in allowed:
+        if allowed is None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"attack column {spec.column!r}: refine_steps must be a positive whole number, got {value!r}")
+        if allowed is not None and value not in allowed:
             raise ValueError(f"attack column {spec.column!r}: {key} must be one of {', '.join(allowed)}, got {value!r}")
         if spec.base or spec.defense != "direct":
             raise ValueError(
@@ -65,9 +68,31 @@ def build_attack(spec: AttackSpec, eps: float, bounds, seed: int) -> Attack:
     return attack
 
 
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The prediction; for a random defense (``model.random``) the per-sample worst over ``model.score_runs`` draws:
+    a wrong prediction of any draw is kept."""
+    runs = int(getattr(model, "score_runs", 1)) if getattr(model, "random", False) and y is not None else 1
     with torch.no_grad():
-        return model(x).argmax(1)
+        pred = model(x).argmax(1)
+        for _ in range(runs - 1):
+            pred = torch.where(pred == y, model(x).argmax(1), pred)
+    return pred
+
+
+def attack_target(defense: nn.Module, spec: AttackSpec) -> nn.Module:
+    """What a column attacks when it goes through ``defense``: the defense differentiated as the column's
+    ``backward``/``clip`` say, through a refinement shortened to ``refine_steps``, and, for a random defense, under
+    Expectation over Transformation (``defense.eot_draws`` draws per gradient)."""
+    target: Any = defense  # a registry defense or the user's: its hooks are duck-typed (advpnml.defense.defense_hooks)
+    backward, clip, steps = (spec.params.get(k) for k in DEFENSE_BACKWARD)
+    if steps:
+        target = target.with_backward(backward, clip, refine_steps=min(int(steps), int(target.steps)))
+    elif backward or clip:
+        target = target.with_backward(backward, clip)
+    draws = int(getattr(defense, "eot_draws", 1))
+    if getattr(defense, "random", False) and draws > 1:
+        target = ExpectationOverTransformation(target, draws)
+    return target
 
 
 def evaluate(
@@ -77,8 +102,12 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     runtime: Runtime | None = None,
     resume: bool = True,
+    defense: nn.Module | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` and (if ``settings.refine_eps`` is set) its defense under ``settings.attacks``.
+
+    The defense is ``settings.defense_name`` from the registry (:func:`advpnml.defense.create_defense`), or
+    ``defense``, the user's own module around ``model`` (``settings.defense_name`` then ``own: ...``).
 
     While it writes, ``out_dir`` is locked (:mod:`advpnml.lock`): a second job into it is refused.
     With ``out_dir`` the per-sample records go to ``out_dir/records.jsonl`` as batches finish and
@@ -99,7 +128,7 @@ def evaluate(
     runtime = (runtime or Runtime()).for_rank()
     check_precision_for(settings, runtime.precision)
     with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.lock)
-        return _evaluate(model, dataset, settings, out_dir, runtime, resume)
+        return _evaluate(model, dataset, settings, out_dir, runtime, resume, defense)
 
 
 def check_precision_for(settings: EvalSettings, precision: str) -> None:
@@ -120,17 +149,23 @@ def _evaluate(
     out_dir: str | os.PathLike | None,
     runtime: Runtime,
     resume: bool,
+    defense: nn.Module | None = None,
 ) -> EvalResult:
     start_wall = time.perf_counter()
     ctx, device, log = runtime.dist, runtime.device, runtime.log
     model = model.to(device).eval()
     use_memory_format(model, device, runtime.memory_format, example=dataset[0][0].unsqueeze(0) if len(dataset) else None)
     bounds = dataset_bounds(dataset)
-    identity = run_identity(model, dataset, runtime.precision) if out_dir is not None else None  # what a resume must match
+    identity = (
+        run_identity(model, dataset, runtime.precision, defense) if out_dir is not None else None
+    )  # what a resume must match
     model = with_precision(model, runtime.precision)
     models: dict[str, nn.Module] = {"base": model}
     if settings.defense is not None:
-        models["defense"] = AdversarialPnml.from_spec(model, settings.defense, bounds).eval()
+        if defense is not None:
+            models["defense"] = defense.to(device).eval()
+        else:
+            models["defense"] = create_defense(settings.defense_name, model, settings.defense_params, settings.defense, bounds)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and not resume and ctx.is_main:
         for path in record_files(out):
@@ -159,6 +194,9 @@ def _evaluate(
     for indices, (x, y) in zip(mine, loader):
         x, y = x.to(device), y.to(device)
         batch_seed = settings.seed * 1_000_003 + indices[0]
+        reseed = getattr(models.get("defense"), "reseed", None)
+        if callable(reseed):  # a random defense draws the same numbers for this batch in any run, resumed or not
+            reseed(batch_seed)
         preds = _evaluate_batch(
             models,
             x,
@@ -270,14 +308,14 @@ def _evaluate_batch(
 
     def predict_on(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if mask is None:
-            return _predict(model, inputs)
+            return _predict(model, inputs, y)
         out = torch.full_like(y, SKIPPED)
         if mask.any():
-            out[mask] = _predict(model, inputs[mask])
+            out[mask] = _predict(model, inputs[mask], y[mask])
         return out
 
     for row, m in models.items():
-        pred[row]["Natural"] = timed(f"{row}/Natural", lambda: _predict(m, x))
+        pred[row]["Natural"] = timed(f"{row}/Natural", lambda: _predict(m, x, y))
     alive = {row: pred[row]["Natural"] == y for row in models}
     for spec in settings.attacks:
         cascade = settings.cascade and spec.attack not in REFERENCE_ATTACKS
@@ -299,9 +337,7 @@ def _evaluate_batch(
                     f"defense/{spec.column}", lambda: predict_on(models["defense"], base_adv, defense_mask)
                 )
             else:
-                target = models["defense"]
-                if any(spec.params.get(k) for k in DEFENSE_BACKWARD):  # the same defense differentiated another way
-                    target = target.with_backward(spec.params.get("backward"), spec.params.get("clip"))
+                target = attack_target(models["defense"], spec)
                 adv = attack_on(f"defense/{spec.column}", spec, target, defense_mask)
                 pred["defense"][spec.column] = predict_on(models["defense"], adv, defense_mask)
         if cascade:

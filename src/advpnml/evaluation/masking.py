@@ -81,16 +81,19 @@ def masking_checks(
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,
-    defense: DefenseSpec | None = None,
+    defense: DefenseSpec | nn.Module | None = None,
     result: EvalResult | None = None,
     bounds=(0.0, 1.0),
     steps: int = 20,
     log: Callable[[str], None] | None = None,
 ) -> list[Check]:
-    """Run the checklist on the base model and (with ``defense``) the defense it specifies, on the samples ``x, y``."""
+    """Run the checklist on the base model and (with ``defense``: a pNML spec or any defense module around ``model``)
+    the defense, on the samples ``x, y``."""
     rows: dict[str, nn.Module] = {"base": model.eval()}
     if defense is not None:
-        rows["defense"] = AdversarialPnml.from_spec(model, defense, bounds).eval()
+        rows["defense"] = (
+            defense.eval() if isinstance(defense, nn.Module) else AdversarialPnml.from_spec(model, defense, bounds).eval()
+        )
     checks: list[Check] = []
     tol = max(1.0 / len(y), 0.02)
     for row, m in rows.items():
@@ -158,7 +161,7 @@ def masking_checks(
         )
         with torch.no_grad():
             out = m(x)
-        if row == "base":
+        if row == "base" or not isinstance(m, AdversarialPnml):
             looks_like_probs = bool(
                 ((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4)
             )
@@ -189,7 +192,7 @@ def masking_checks(
         outside = x + (bounds[1] - bounds[0]) * 2
         refused = []
         for name, fn in (
-            ("defense", lambda: AdversarialPnml.from_spec(model, defense or DefenseSpec(0.0), bounds)(outside)),
+            ("defense", lambda: _defense_row(rows, model, bounds)(outside)),
             ("attack", lambda: _white_box(eps, 1, 1, bounds)(model, outside, y)),
         ):
             try:
@@ -208,6 +211,11 @@ def masking_checks(
         for check in checks:
             log(check.line())
     return checks
+
+
+def _defense_row(rows: dict[str, nn.Module], model: nn.Module, bounds) -> nn.Module:
+    """The defense row, or (base only) a pNML of lambda 0: whether a defense refuses inputs outside the domain."""
+    return rows.get("defense") or AdversarialPnml.from_spec(model, DefenseSpec(0.0), bounds)
 
 
 def _attack_order_checks(result: EvalResult, row: str) -> list[Check]:

@@ -14,9 +14,20 @@ from typing import Any
 import torch
 
 from ..attacks import BLACK_BOX, REFERENCE_ATTACKS
+from ..config import EvalSettings
 from .records import EvalResult, write_atomic
 
 ROW_NAMES = {"base": "Base model", "defense": "Adversarial pNML"}
+#: the defense row's name for each registry defense (a user's own: "Your defense (LABEL)")
+DEFENSE_ROW_NAMES = {"pnml": "Adversarial pNML", "hedge": "Hedge", "anti-adversary": "Anti-adversary", "tte": "TTE"}
+
+
+def row_name(row: str, settings: EvalSettings) -> str:
+    """A table row's name: ``Base model``, or the defense the settings name."""
+    if row != "defense":
+        return ROW_NAMES.get(row, row)
+    name = settings.defense_name
+    return DEFENSE_ROW_NAMES.get(name) or f"Your defense ({name.removeprefix('own:').strip()})"
 
 
 def pct(value: float | None) -> str:
@@ -30,9 +41,11 @@ def markdown_table(result: EvalResult, paper: dict[str, dict[str, float]] | None
     columns = result.columns() + ["Best attack"]
     lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for row, accs in table.items():
-        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(pct(accs.get(c)) for c in columns) + " |")
+        lines.append(f"| {row_name(row, result.settings)} | " + " | ".join(pct(accs.get(c)) for c in columns) + " |")
         if paper and row in paper:
-            lines.append(f"| *paper: {ROW_NAMES.get(row, row)}* | " + " | ".join(pct(paper[row].get(c)) for c in columns) + " |")
+            lines.append(
+                f"| *paper: {row_name(row, result.settings)}* | " + " | ".join(pct(paper[row].get(c)) for c in columns) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -78,7 +91,9 @@ def inference_cost(result: EvalResult) -> dict[str, dict[str, Any]]:
         return 1e3 * result.timings[key] / n if n and key in result.timings else None
 
     cost = {"base": {"passes": "1 forward", "ms_per_sample": ms("base/Natural")}}
-    if s.refine_eps is not None:
+    if s.refine_eps is not None and s.defense_name != "pnml":
+        cost["defense"] = {"passes": defense_passes(s.defense_name, s.defense_params), "ms_per_sample": ms("defense/Natural")}
+    elif s.refine_eps is not None:
         h = f"k = {s.top_k}" if s.top_k else "C"
         steps = f" + {s.refine_steps - 1} more refinement steps on the H refined inputs" if s.refine_steps > 1 else ""
         cost["defense"] = {
@@ -86,6 +101,31 @@ def inference_cost(result: EvalResult) -> dict[str, dict[str, Any]]:
             "ms_per_sample": ms("defense/Natural"),
         }
     return cost
+
+
+def defense_passes(name: str, params: dict[str, Any]) -> str:
+    """A defense's passes per input in words (the registry's defaults where its parameters do not say)."""
+    if name == "tte":
+        views = (5 if params.get("shift", 2) else 1) * (2 if params.get("flip", True) else 1)
+        return f"{views} forwards (one per view)"
+    if name in ("hedge", "anti-adversary"):
+        steps = params.get("steps", 20 if name == "hedge" else 2)
+        runs = params.get("score_runs", 5 if name == "hedge" else 1)
+        extra = " + 1 forward for its own label" if name == "anti-adversary" else ""
+        scored = f", each scored prediction the worst of {runs} random draws" if name == "hedge" and runs > 1 else ""
+        return f"{steps} forward + backward refinement steps + 1 forward{extra}{scored}"
+    return "your defense's (not counted)"
+
+
+def defense_title(s: EvalSettings) -> str:
+    """The defense in a title: ``lambda 0.1`` for the pNML, ``hedge (steps 20, step_size 0.0157, ...)`` for the others,
+    ``no defense`` for a base-only run."""
+    if s.refine_eps is None:
+        return "no defense"
+    if s.defense_name == "pnml":
+        return f"lambda {s.refine_eps:g}"
+    values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.defense_params.items())
+    return s.defense_name + (f" ({values})" if values else "")
 
 
 def summary_table(result: EvalResult) -> str:
@@ -101,7 +141,7 @@ def summary_table(result: EvalResult) -> str:
         c = cost.get(row, {})
         ms = "-" if c.get("ms_per_sample") is None else f"{c['ms_per_sample']:.2f}"
         lines.append(
-            f"| {ROW_NAMES.get(row, row)} | "
+            f"| {row_name(row, result.settings)} | "
             + " | ".join(pct(entry.get(k)) for k in columns)
             + f" | {c.get('passes', '-')} | {ms} |"
         )
@@ -130,7 +170,7 @@ def reference_table(result: EvalResult) -> str:
     ]
     for row, c in comparison.items():
         lines.append(
-            f"| {ROW_NAMES.get(row, row)} | {pct(c['ours'])} | {pct(c['reference'])} | **{pct(c['both'])}** | "
+            f"| {row_name(row, result.settings)} | {pct(c['ours'])} | {pct(c['reference'])} | **{pct(c['both'])}** | "
             f"{c['only_reference_breaks']} | {c['only_ours_break']} |"
         )
     return "\n".join(lines)
@@ -158,7 +198,7 @@ def plot_results(result: EvalResult, path_stem: Path) -> Path:
     for i, (row, accs) in enumerate(table.items()):
         xs = [j + (i - (len(table) - 1) / 2) * width + (0.5 if c == "Best attack" else 0.0) for j, c in enumerate(columns)]
         values = [100 * float(accs.get(c) or 0.0) for c in columns]
-        bars = ax.bar(xs, values, width, label=ROW_NAMES.get(row, row))
+        bars = ax.bar(xs, values, width, label=row_name(row, result.settings))
         colors[row] = bars[0].get_facecolor()
         for bar, c in zip(bars, columns):
             if row == "defense" and c in transferred:
@@ -184,7 +224,7 @@ def plot_results(result: EvalResult, path_stem: Path) -> Path:
     ]
     ax.set_xticks(ticks, names, rotation=20, ha="right")
     model = Path(s.model).name if s.model else "model"
-    lam = "no defense" if s.refine_eps is None else f"lambda {s.refine_eps:g}"
+    lam = defense_title(s)
     ax.set(
         ylabel="accuracy (%)",
         ylim=(0, 110),
@@ -233,7 +273,8 @@ def write_report(
     n = len(result.records)
     settings = asdict(result.settings)
     md = [
-        f"# Robust accuracy on {result.settings.dataset} ({result.settings.split}, {n} samples, eps={result.settings.eps:g})",
+        f"# Robust accuracy on {result.settings.dataset} ({result.settings.split}, {n} samples, eps={result.settings.eps:g}, "
+        f"{defense_title(result.settings)})",
         "",
         markdown_table(result, paper),
         "",
@@ -269,7 +310,10 @@ def write_report(
         md += [
             "## Gradient-masking checks",
             "",
-            *[f"- `{c.status.upper()}` {ROW_NAMES.get(c.row, c.row)}: **{c.name}**: {c.detail}" for c in checks],
+            *[
+                f"- `{c.status.upper()}` {row_name(c.row, result.settings) if c.row in ROW_NAMES else c.row}: **{c.name}**: {c.detail}"
+                for c in checks
+            ],
             "",
         ]
     md += ["## Attacks", ""]

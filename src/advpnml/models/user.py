@@ -25,17 +25,36 @@ from .checkpoint import CheckpointError, load_weights, read_checkpoint
 def build_user_model(spec: str) -> nn.Module:
     """The model ``NAME()`` returns, NAME from ``FILE.py:NAME`` or ``package.module:NAME``; one line for each way
     that fails (no such file or module, no NAME, NAME raising, NAME returning something that is not a module)."""
+    factory, origin, label = load_user_callable(spec, "--model")
+    name = spec.rpartition(":")[2]
+    try:
+        model = factory()
+    except SystemExit as err:
+        raise ValueError(f"{origin}:{name}() called sys.exit({err.code!r})") from None
+    except Exception as err:
+        raise ValueError(
+            f"{origin}:{name}() raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            "(NAME is called without arguments)"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{origin}:{name}() returned a {type(model).__name__}, not a torch.nn.Module")
+    object.__setattr__(model, "advpnml_architecture", label)  # read by advpnml.identity.architecture
+    return model
+
+
+def load_user_callable(spec: str, flag: str = "--model") -> tuple[Any, str, str]:
+    """NAME from ``FILE.py:NAME`` or ``package.module:NAME`` (the user's code runs: they named it), its origin and its
+    label (``NAME (FILE.py)``, the same from any folder); one line for each way that fails. ``flag`` names the
+    option in the errors (``--model``, ``--defense``)."""
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name:
-        raise ValueError(
-            f"--model must be FILE.py:NAME or package.module:NAME (NAME a class or function building the model), got {spec!r}"
-        )
+        raise ValueError(f"{flag} must be FILE.py:NAME or package.module:NAME (NAME a class or function), got {spec!r}")
     if where.endswith(".py") or os.sep in where or "/" in where:
         path = Path(where)
         if not path.is_file():
-            raise ValueError(f"model file not found: {path}")
+            raise ValueError(f"{flag.lstrip('-')} file not found: {path}")
         # the same name for the same file in every process (Python's hash() of a string is salted per process)
-        module_name = f"advpnml_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+        module_name = f"advpnml_user_{flag.strip('-')}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         if module_spec is None or module_spec.loader is None:
             raise ValueError(f"{path} cannot be imported as Python")
@@ -75,20 +94,8 @@ def build_user_model(spec: str) -> nn.Module:
         )
         raise ValueError(f"{origin} has no {name!r}; it defines: {', '.join(found) or 'nothing callable'}")
     if not callable(factory):
-        raise ValueError(f"{origin}:{name} is a {type(factory).__name__}, not a class or function that builds a model")
-    try:
-        model = factory()
-    except SystemExit as err:
-        raise ValueError(f"{origin}:{name}() called sys.exit({err.code!r})") from None
-    except Exception as err:
-        raise ValueError(
-            f"{origin}:{name}() raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-            "(NAME is called without arguments)"
-        ) from None
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"{origin}:{name}() returned a {type(model).__name__}, not a torch.nn.Module")
-    object.__setattr__(model, "advpnml_architecture", label)  # read by advpnml.identity.architecture
-    return model
+        raise ValueError(f"{origin}:{name} is a {type(factory).__name__}, not a class or function")
+    return factory, origin, label
 
 
 def load_state(model: nn.Module, path: str | os.PathLike) -> nn.Module:

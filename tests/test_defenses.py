@@ -1,0 +1,308 @@
+"""The defense registry: Hedge, the anti-adversary and TTE against plain loops written from their papers' equations,
+their backward modes against hand-written autograd, EOT and the worst-of-draws scoring, one-line errors, a user's
+own defense (a masked one included) through ``advpnml.evaluate`` and ``advpnml evaluate --defense``."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import advpnml
+from advpnml.cli import main
+from advpnml.config import EvalSettings, from_preset
+from advpnml.defense import (
+    AntiAdversary,
+    ExpectationOverTransformation,
+    Hedge,
+    TransformEnsemble,
+    create_defense,
+    defense_parameters,
+)
+from advpnml.evaluation.engine import _predict, attack_target
+
+
+@pytest.fixture
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(2 * 5 * 5, 16), nn.Tanh(), nn.Linear(16, 5)).double().eval()
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(6, 2, 5, 5, generator=gen, dtype=torch.float64)
+    x[0, 0, :2] = 0.0  # pixels at the box's edges, so the clip acts
+    x[1, 1, 3:] = 1.0
+    return x, torch.randint(0, 5, (6,), generator=gen)
+
+
+def hedge_loop(model, x, steps, step_size, radius, noise):
+    """Wu et al.'s Hedge, one sample at a time: ascend sum_c CE(f(z), c) by sign steps in the ball, clip to [0, 1]."""
+    out = []
+    for i in range(len(x)):
+        z = (x[i] + (2 * noise[i] - 1) * radius).clamp(x[i] - radius, x[i] + radius).clamp(0, 1)
+        for _ in range(steps):
+            z = z.detach().requires_grad_(True)
+            logits = model(z.unsqueeze(0))
+            loss = sum(F.cross_entropy(logits, torch.tensor([c])) for c in range(logits.shape[1]))
+            (g,) = torch.autograd.grad(loss, z)
+            z = torch.min(torch.max(z + step_size * g.sign(), x[i] - radius), x[i] + radius).clamp(0, 1)
+        out.append(model(z.detach().unsqueeze(0))[0])
+    return torch.stack(out)
+
+
+def test_hedge_matches_the_papers_loop(mlp, batch):
+    x, _ = batch
+    hedge = Hedge(mlp, steps=4, step_size=0.05, radius=0.1, seed=3)
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    with torch.no_grad():
+        ours = hedge(x)
+    torch.testing.assert_close(ours, hedge_loop(mlp, x, 4, 0.05, 0.1, noise), rtol=1e-10, atol=1e-10)
+    assert hedge.random
+    hedge.reseed(3)
+    torch.testing.assert_close(hedge(x).detach(), ours)  # reseeded: the same draws
+    assert not torch.equal(hedge(x).detach(), ours)  # the next call draws anew
+
+
+def test_anti_adversary_matches_the_papers_loop(mlp, batch):
+    x, _ = batch
+    anti = AntiAdversary(mlp, steps=3, step_size=0.07)
+    expected = []
+    for i in range(len(x)):
+        own = mlp(x[i : i + 1]).argmax(1)
+        gamma = torch.zeros_like(x[i : i + 1])
+        for _ in range(3):
+            gamma.requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(mlp(x[i : i + 1] + gamma), own), gamma)
+            gamma = (gamma - 0.07 * g.sign()).detach()  # no ball, no clip: the authors' wrapper
+        expected.append(mlp(x[i : i + 1] + gamma)[0])
+    with torch.no_grad():
+        torch.testing.assert_close(anti(x), torch.stack(expected), rtol=1e-10, atol=1e-10)
+    assert not anti.random
+
+
+def test_tte_averages_the_flipped_and_shifted_views(mlp, batch):
+    x, _ = batch
+    tte = TransformEnsemble(mlp, flip=True, shift=1)
+    views = [x]
+    for dy in (1, -1):
+        for dx in (1, -1):  # a corner crop of the 1-pixel padding: the image shifted by (dy, dx), zeros moved in
+            shifted = torch.zeros_like(x)
+            src = x[..., max(-dy, 0) : 5 - max(dy, 0), max(-dx, 0) : 5 - max(dx, 0)]
+            shifted[..., max(dy, 0) : 5 - max(-dy, 0), max(dx, 0) : 5 - max(-dx, 0)] = src
+            views.append(shifted)
+    views += [v.flip(-1) for v in views]
+    expected = torch.stack([mlp(v) for v in views]).mean(0)
+    torch.testing.assert_close(tte(x), expected, rtol=1e-12, atol=1e-12)
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(tte(xr)[:, 0].sum(), xr)
+    assert g.abs().sum() > 0  # differentiable end to end: no BPDA needed
+
+
+def _replayed(model, x, steps, step_size, radius, second_order):
+    """The refinement as plain autograd: sign detached (or straight-through), ball and clip exact."""
+    z = x
+    for _ in range(steps):
+        zz = z if second_order else z.detach().requires_grad_(True)
+        logits = model(zz)
+        loss = (logits.shape[1] * logits.logsumexp(1) - logits.sum(1)).sum()
+        (g,) = torch.autograd.grad(loss, zz, create_graph=second_order)
+        direction = g + (g.sign() - g).detach() if second_order else g.sign()
+        z = torch.min(torch.max(z + step_size * direction, x - radius), x + radius).clamp(0, 1)
+    return z
+
+
+@pytest.mark.parametrize("backward", ["identity", "second-order-ste"])
+def test_refinement_backward_modes_match_hand_written_autograd(mlp, batch, backward):
+    x, _ = batch
+    hedge = Hedge(mlp, steps=3, step_size=0.05, radius=0.1, random_start=False).with_backward(backward, "exact")
+    xr = x.clone().requires_grad_(True)
+    (ours,) = torch.autograd.grad(hedge(xr)[:, 1].sum(), xr)
+    xh = x.clone().requires_grad_(True)
+    (theirs,) = torch.autograd.grad(mlp(_replayed(mlp, xh, 3, 0.05, 0.1, backward != "identity"))[:, 1].sum(), xh)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+    straight = hedge.with_backward("identity", "straight")
+    xs = x.clone().requires_grad_(True)
+    (identity,) = torch.autograd.grad(straight(xs)[:, 1].sum(), xs)
+    refined = straight.refine(x).detach().requires_grad_(True)
+    (at_refined,) = torch.autograd.grad(mlp(refined)[:, 1].sum(), refined)
+    torch.testing.assert_close(identity, at_refined)  # BPDA: the gradient at the refined input, passed straight to x
+
+
+def test_eot_and_worst_of_draws_scoring(mlp, batch):
+    x, y = batch
+    hedge = Hedge(mlp, steps=2, step_size=0.2, radius=0.4, eot_draws=4, score_runs=6)
+    spec = advpnml.config.AttackSpec("A", "pgd", {"refine_steps": 1}, base=False)
+    target = attack_target(hedge, spec)
+    assert isinstance(target, ExpectationOverTransformation) and target.draws == 4 and target.defense.steps == 1
+    hedge.reseed(0)
+    shortened = hedge.with_backward(refine_steps=1)
+    draws = torch.stack([shortened(x).log_softmax(1) for _ in range(4)]).mean(0)
+    hedge.reseed(0)  # the copies share the generator: reseeding the defense reseeds them
+    torch.testing.assert_close(target(x), draws)
+    hedge.reseed(5)
+    runs = [hedge(x).argmax(1) for _ in range(6)]
+    hedge.reseed(5)
+    pred = _predict(hedge, x, y)
+    wrong_somewhere = torch.stack([r != y for r in runs]).any(0)
+    assert torch.equal(pred != y, wrong_somewhere)  # correct only when every draw is
+
+
+def test_registry_parameters_and_one_line_errors(mlp):
+    assert set(defense_parameters("hedge")) >= {"steps", "step_size", "radius", "eot_draws", "score_runs"}
+    assert isinstance(create_defense("tte", mlp, {"flip": False}), TransformEnsemble)
+    bad = [
+        (("nope", {}), "unknown defense 'nope'"),
+        (("hedge", {"stepz": 3}), "no parameter 'stepz'"),
+        (("hedge", {"steps": 0}), "hedge steps must be an integer >= 1"),
+        (("anti-adversary", {"step_size": -1.0}), "step_size"),
+        (("tte", {"shift": -1}), "tte shift"),
+    ]
+    for (name, params), message in bad:
+        with pytest.raises(ValueError, match=message):
+            create_defense(name, mlp, params)
+
+
+def test_the_pnml_settings_digest_is_unchanged_by_the_registry():
+    """A pNML run's digest leaves the new keys out at their defaults: every published records file still resumes."""
+    import hashlib
+    from dataclasses import asdict
+
+    settings = from_preset("mnist5k").eval_settings("mnist5k", "test", 10, suite="strong")
+    assert settings.defense_name == "pnml" and "APGD-T shortened" not in [s.column for s in settings.attacks]
+    old = {
+        k: v
+        for k, v in asdict(settings).items()
+        if k not in ("cascade", "bpda", "refine_direction", "defense_name", "defense_params")
+    }
+    assert settings.digest() == hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    hedge = from_preset("mnist5k").eval_settings("mnist5k", "test", 10, defense="hedge", suite="strong")
+    assert "APGD-T shortened" in [s.column for s in hedge.attacks]
+    assert hedge.digest() != settings.digest() and hedge.defense_params["radius"] == 0.3
+    tte = from_preset("mnist5k").eval_settings("mnist5k", "test", 10, defense="tte", suite="strong")
+    columns = [s.column for s in tte.attacks]
+    assert "Joint hypotheses" not in columns and not any("2nd-order" in c or "exact-clip" in c for c in columns)
+    with pytest.raises(ValueError, match="needs the defense's hypotheses hook"):
+        from_preset("mnist5k").eval_settings("mnist5k", "test", 10, defense="hedge", only=["Joint hypotheses"], suite="strong")
+    with pytest.raises(ValueError, match="unknown defense"):
+        EvalSettings("mnist5k", "test", 1, 0.1, 0.1, [], defense_name="nope")
+
+
+DEFENSE_FILE = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+
+    class Quantized(nn.Module):
+        """A user's defense: the input rounded to 4 grey levels. Its gradient is zero almost everywhere (masked)."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(torch.round(x * 3) / 3)
+
+
+    def smoothed(model):
+        return Smoothed(model)
+
+
+    class Smoothed(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(0.5 * x + 0.5 * x.mean(dim=(2, 3), keepdim=True))
+
+
+    def not_a_module(model):
+        return 7
+
+
+    class Wider(Quantized):
+        def forward(self, x):
+            return torch.cat([super().forward(x), x.flatten(1)[:, :1]], 1)
+''')
+#: cheap columns: transfer, an adaptive one, the score-based black box
+COLUMNS = "PGD,Adaptive-margin,Square"
+SETS = {"PGD.steps": 10, "Adaptive-margin.steps": 10, "Square.max_queries": 200}
+
+
+def test_a_masked_defense_is_broken_by_transfer_and_black_box_and_flagged(standard_model, mnist5k_test, tmp_path):
+    (tmp_path / "mydefense.py").write_text(DEFENSE_FILE)
+    x, y = mnist5k_test.x[:16], mnist5k_test.y[:16]
+    namespace: dict = {}
+    exec(DEFENSE_FILE, namespace)
+    masked = namespace["Quantized"](standard_model)
+    ev = advpnml.evaluate(standard_model, (x, y), eps=0.3, defense=masked, attacks=COLUMNS, set=SETS, checks=16, verbose=False)
+    settings = ev.result.settings
+    assert settings.defense_name == "own: Quantized" and [s.column for s in settings.attacks] == COLUMNS.split(",")
+    table = ev.accuracy()["defense"]
+    assert table["Natural"] >= 0.75
+    assert table["Adaptive-margin"] >= table["Natural"] - 0.07  # its own gradient is zero: the white box stalls ...
+    assert min(table["PGD"], table["Square"]) <= table["Natural"] - 0.4  # ... transfer and the black box do not
+    flagged = {c.name for c in ev.checks if c.row == "defense" and c.status == "warn"}
+    assert "zero input gradients" in flagged and "white-box vs transfer" in flagged
+
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "advpnml.models.mnist_cnn:madry_cnn",
+            "--defense",
+            f"{tmp_path / 'mydefense.py'}:smoothed",
+            "--data",
+            "mnist5k",
+            "--samples",
+            "4",
+            "--attacks",
+            "PGD,Square",
+            "--set",
+            "PGD.steps=2",
+            "--set",
+            "Square.max_queries=10",
+            "--checks",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    written = json.loads((out / "results.json").read_text())
+    assert written["settings"]["defense_name"] == "own: smoothed (mydefense.py)"
+    assert set(written["summary"]) == {"base", "defense"}
+
+
+@pytest.mark.parametrize(
+    "defense, message",
+    [
+        ("nope", "unknown defense 'nope'"),
+        ("{dir}/mydefense.py:missing", "has no 'missing'"),
+        ("{dir}/mydefense.py:not_a_module", "returned a int, not a torch.nn.Module"),
+        ("{dir}/mydefense.py:Wider", "returns 11 scores per input but the model has 10 classes"),
+    ],
+)
+def test_bad_defenses_are_one_line_before_any_attack(tmp_path, capsys, defense, message):
+    (tmp_path / "mydefense.py").write_text(DEFENSE_FILE)
+    args = ["evaluate", "--model", "advpnml.models.mnist_cnn:madry_cnn", "--defense", defense.format(dir=tmp_path)]
+    args += ["--data", "mnist5k", "--samples", "2", "--attacks", "PGD", "--checks", "0", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o" / "records.jsonl").exists()
+
+
+def test_out_of_range_defense_parameters_are_one_line(capsys, tmp_path):
+    args = ["evaluate", "--model", "advpnml.models.mnist_cnn:madry_cnn", "--defense", "hedge", "--set", "defense.hedge.steps=0"]
+    args += ["--data", "mnist5k", "--samples", "2", "--attacks", "PGD", "--checks", "0", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hedge steps must be an integer >= 1, got 0" in err[0]
