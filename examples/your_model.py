@@ -84,6 +84,12 @@ def main() -> None:
         "APGD-CE adaptive.steps": 3,
         "APGD-T.n_targets": 2,
         "APGD-T adaptive.n_targets": 2,
+        "Adaptive-margin exact-clip.steps": 3,
+        "APGD-CE exact-clip.steps": 3,
+        "Adaptive-margin 2nd-order.steps": 3,
+        "APGD-CE 2nd-order.steps": 3,
+        "APGD-T 2nd-order.steps": 3,
+        "APGD-T 2nd-order.n_targets": 2,
         "HSJA.max_queries": 100,
         "Square.max_queries": 20,
     }

@@ -88,15 +88,16 @@ def test_wrong_dataset_and_bad_settings_are_one_line_before_any_work(standard_mo
 
 
 def test_ctrl_c_says_truthfully_what_was_saved(monkeypatch, capsys):
-    import advpnml.cli as cli
+    import advpnml.cli.evaluate as evaluate_command
+    import advpnml.cli.tools as tools_command
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "describe", interrupted)
+    monkeypatch.setattr(tools_command, "describe", interrupted)
     assert main(["info"]) == 130
     assert "interrupted; nothing was saved" in capsys.readouterr().err
-    monkeypatch.setattr(cli, "load_run", interrupted)
+    monkeypatch.setattr(evaluate_command, "load_run", interrupted)
     assert main(["evaluate", "--checkpoint", "x.pt"]) == 130
     assert "every finished batch" in capsys.readouterr().err
 

@@ -184,6 +184,8 @@ def test_the_pnml_settings_digest_is_unchanged_by_the_registry():
     hedge = from_preset("mnist5k").eval_settings("mnist5k", "test", 10, defense="hedge", suite="strong")
     assert "APGD-T shortened" in [s.column for s in hedge.attacks]
     assert hedge.digest() != settings.digest() and hedge.defense_params["radius"] == 0.3
+    anti = from_preset("mnist5k").eval_settings("mnist5k", "test", 10, defense="anti-adversary", suite="strong")
+    assert "APGD-T shortened" not in [s.column for s in anti.attacks]  # its 2 steps are no longer than the 5 it would keep
     tte = from_preset("mnist5k").eval_settings("mnist5k", "test", 10, defense="tte", suite="strong")
     columns = [s.column for s in tte.attacks]
     assert "Joint hypotheses" not in columns and not any("2nd-order" in c or "exact-clip" in c for c in columns)
@@ -306,3 +308,39 @@ def test_out_of_range_defense_parameters_are_one_line(capsys, tmp_path):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "hedge steps must be an integer >= 1, got 0" in err[0]
+
+
+def test_a_published_pnml_run_resumes_and_its_predictions_reproduce_through_the_registry(shared_data, tmp_path):
+    """The registry changes no pNML result: a records file written before it resumes whole (same digest, same
+    identity), and the pNML built by name predicts each sample's natural and FGSM-transferred label as recorded."""
+    import shutil
+
+    from advpnml.config import AttackSpec
+    from advpnml.evaluation.engine import build_attack, evaluate
+    from advpnml.evaluation.records import SKIPPED
+    from advpnml.runtime import QUIET
+    from tests.conftest import REPO
+
+    published = REPO / "results" / "refinement_variant" / "lenet5_toward"
+    shutil.copy(published / "records.jsonl", tmp_path / "records.jsonl")
+    lines = (published / "records.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    settings = EvalSettings(**{**header["settings"], "attacks": [AttackSpec(**a) for a in header["settings"]["attacks"]]})
+    assert settings.digest() == header["digest"] and settings.defense_name == "pnml"
+    model = advpnml.load_external(shared_data / "weights/advertorch_mnist_lenet5/mnist_lenet5_advtrained.pt", "advertorch_lenet5")
+    data = advpnml.load_dataset("mnist", "test", shared_data / "mnist", n=100)
+    result = evaluate(model, data, settings, tmp_path, QUIET)
+    assert result.samples_timed == 0  # nothing recomputed: every sample resumed
+    assert result.accuracy() == json.loads((published / "results.json").read_text())["accuracy"]
+
+    records = [json.loads(line) for line in lines[1:] if json.loads(line).get("type") != "header"]
+    defense = create_defense("pnml", model.eval(), {}, settings.defense)
+    fgsm = build_attack(settings.attacks[0], settings.eps, (0.0, 1.0), 0)
+    with torch.no_grad():
+        natural = defense(data.x).argmax(1)
+    transferred = defense(fgsm(model, data.x, data.y)).detach().argmax(1)
+    for record in records:
+        i, pred = record["index"], record["pred"]["defense"]
+        assert pred["Natural"] == int(natural[i])
+        if pred["FGSM"] != SKIPPED:
+            assert pred["FGSM"] == int(transferred[i])

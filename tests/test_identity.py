@@ -19,8 +19,8 @@ import torch
 from advpnml.cli import main
 from advpnml.config import AttackSpec, EvalSettings
 from advpnml.evaluation.engine import evaluate
+from advpnml.evaluation.identity import PROBE_RTOL, model_digest, probe_outputs, probes_differ
 from advpnml.evaluation.records import RunMismatchError
-from advpnml.identity import PROBE_RTOL, model_digest, probe_outputs, probes_differ
 from advpnml.models import create_model, save_checkpoint, set_memory_format
 from advpnml.runtime import QUIET
 

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "src" / "advpnml"
 LAYERS = [
     {"version", "config", "configs", "validation", "modes", "plotting"},  # ground floor: settings and helpers
     {"data", "models", "defense", "attacks", "accel", "distributed"},  # the lower half: what is evaluated and how
-    {"identity", "lock", "runtime"},  # what every job shares
+    {"runtime"},  # what every job shares
     {"evaluation", "training", "bench"},  # the engines
     {"jobs", "experiments"},  # the jobs
     {"api", "demo", "cli", "__main__", "__init__"},  # the entry points
@@ -131,3 +131,9 @@ def test_every_records_file_in_results_still_resumes(path):
     assert settings.digest() == header["digest"], "the settings it was written with hash as they did"
     scan = scan_records(path, settings, header.get("identity"))
     assert scan.done and not scan.corrupt
+
+
+def test_the_top_level_holds_at_most_twelve_modules():
+    """A reader meets the few modules at the top first; everything else lives in a package named for its concern."""
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__"))
+    assert len(modules) <= 12, modules

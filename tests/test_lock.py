@@ -16,7 +16,7 @@ import pytest
 
 from advpnml.config import AttackSpec, EvalSettings
 from advpnml.evaluation.engine import evaluate
-from advpnml.lock import LOCK_NAME, FolderLock, holder_is_alive, process_start
+from advpnml.evaluation.lock import LOCK_NAME, FolderLock, holder_is_alive, process_start
 from advpnml.runtime import QUIET, Runtime
 
 HOST = socket.gethostname()

@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from .config import Preset, from_preset, generic_preset
+from .evaluation.identity import architecture
 from .evaluation.records import EvalResult
-from .identity import architecture
 from .runtime import Runtime, resolve_device, silent
 
 #: What ``**overrides`` of :func:`evaluate` may hold.

@@ -207,7 +207,7 @@ _LATER_DEFAULTS: dict[str, Any] = {
 
 def only_the_path_changed(changes: list[str]) -> bool:
     """True when the one difference is the checkpoint's path (the same file by another path, say): the records
-    header's content hashes (:mod:`advpnml.identity`) decide then, not the name."""
+    header's content hashes (:mod:`advpnml.evaluation.identity`) decide then, not the name."""
     return len(changes) == 1 and changes[0].startswith("the checkpoint path (model)")
 
 
@@ -693,6 +693,11 @@ class Preset:
                     f"{name!r} does not have; leave it out of --attacks"
                 )
             attacks = [s for s in attacks if s.defense is None or not column_needs(s) - hooks]
+            steps = params.get("steps")
+            if not only and isinstance(steps, int):  # a "shortened" refinement no shorter than the defense's own is a repeat
+                attacks = [
+                    s for s in attacks if int(s.params.get("refine_steps") or 0) < steps or not s.params.get("refine_steps")
+                ]
         return EvalSettings(
             dataset=dataset,
             split=split,

@@ -37,10 +37,10 @@ from .defense import (
     defense_settings,
 )
 from .evaluation.engine import build_attack, evaluate
+from .evaluation.lock import hold
 from .evaluation.protocols import write_comparison
 from .evaluation.records import EvalResult
 from .evaluation.reporting import markdown_table, summary_table, write_report
-from .lock import hold
 from .models import (
     CheckpointError,
     Normalized,

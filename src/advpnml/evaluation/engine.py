@@ -32,10 +32,10 @@ from ..config import BPDA_MODES, CLIP_BACKWARDS, AttackSpec, EvalSettings
 from ..data import LabeledDataset, dataset_bounds
 from ..defense import ExpectationOverTransformation, create_defense
 from ..distributed import DistContext
-from ..identity import run_identity
-from ..lock import hold
 from ..models.layout import use_memory_format
 from ..runtime import Runtime
+from .identity import run_identity
+from .lock import hold
 from .records import SKIPPED, EvalResult, RecordsFile, merge_records, read_all_records, record_files, tally
 
 #: column parameters that choose how the defense is differentiated (or, ``refine_steps``, which shortened refinement
@@ -109,7 +109,7 @@ def evaluate(
     The defense is ``settings.defense_name`` from the registry (:func:`advpnml.defense.create_defense`), or
     ``defense``, the user's own module around ``model`` (``settings.defense_name`` then ``own: ...``).
 
-    While it writes, ``out_dir`` is locked (:mod:`advpnml.lock`): a second job into it is refused.
+    While it writes, ``out_dir`` is locked (:mod:`advpnml.evaluation.lock`): a second job into it is refused.
     With ``out_dir`` the per-sample records go to ``out_dir/records.jsonl`` as batches finish and
     an interrupted run resumes there. Returns every record and the time spent per (row, column).
 
@@ -127,7 +127,7 @@ def evaluate(
     """
     runtime = (runtime or Runtime()).for_rank()
     check_precision_for(settings, runtime.precision)
-    with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.lock)
+    with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.evaluation.lock)
         return _evaluate(model, dataset, settings, out_dir, runtime, resume, defense)
 
 

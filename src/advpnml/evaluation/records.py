@@ -20,8 +20,8 @@ import torch
 
 from ..attacks import REFERENCE_ATTACKS
 from ..config import EvalSettings, only_the_path_changed
-from ..identity import identity_changes
 from ..plotting import write_atomic
+from .identity import identity_changes
 
 ROWS = ("base", "defense")
 
@@ -211,7 +211,7 @@ def _partial_batches(done: dict[int, dict[str, Any]], settings: EvalSettings) ->
 
 def scan_records(path: Path, settings: EvalSettings, identity: dict[str, str] | None = None) -> RecordsScan:
     """Read ``path`` line by line in bytes; a header of other settings, or of another model, data or version than
-    ``identity`` (:mod:`advpnml.identity`), is a one-line refusal naming what changed. The same checkpoint by
+    ``identity`` (:mod:`advpnml.evaluation.identity`), is a one-line refusal naming what changed. The same checkpoint by
     another path resumes when the header's content hashes match (the path is a name, the hashes are the model)."""
     lines = path.read_bytes().splitlines(keepends=True)
     try:

@@ -171,8 +171,8 @@ _COLUMNS = ("clean", "claimed-style", "transfer", "adaptive", "second-order", "b
 
 def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int) -> Path:
     """``defenses.md`` (the table), ``defenses.json`` (every number) and ``defenses.png``/``.pdf`` (the worst cases)."""
-    from .. import __version__
     from ..evaluation.reporting import environment
+    from ..version import __version__
 
     env = environment()
     hardware = env.get("cuda") or f"CPU ({env.get('processor')}, {env.get('cpu_threads')} threads)"

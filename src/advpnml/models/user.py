@@ -4,7 +4,7 @@
 code, which is what they asked for, and happens only when they name it; a checkpoint never runs code (it is read
 with ``weights_only=True``). The model is named ``NAME (FILE.py)`` (or ``package.module:NAME``) in every process and
 from any folder, so a run resumes after a copy or a restart; what it computes is judged by its outputs
-(:func:`advpnml.identity.probe_outputs`).
+(:func:`advpnml.evaluation.identity.probe_outputs`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def build_user_model(spec: str) -> nn.Module:
         ) from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"{origin}:{name}() returned a {type(model).__name__}, not a torch.nn.Module")
-    object.__setattr__(model, "advpnml_architecture", label)  # read by advpnml.identity.architecture
+    object.__setattr__(model, "advpnml_architecture", label)  # read by advpnml.evaluation.identity.architecture
     return model
 
 

@@ -26,8 +26,8 @@ from ..attacks import PGD, project
 from ..config import Preset
 from ..data import LabeledDataset, as_tensors, dataset_bounds
 from ..defense import AdversarialPnml
-from ..identity import data_digest
-from ..lock import hold
+from ..evaluation.identity import data_digest
+from ..evaluation.lock import hold
 from ..models import create_model, load_checkpoint, load_external, read_checkpoint, save_checkpoint, use_memory_format
 from ..models.checkpoint import load_weights
 from ..models.registry import to_plain
@@ -237,7 +237,7 @@ def train(
     eagerly), one launch per step on a GPU instead of the thousands a PGD-40 step issues.
     """
     runtime = (runtime or Runtime(memory_format="contiguous")).for_rank()
-    with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.lock)
+    with hold(out_dir if runtime.is_main else None, runtime.log):  # one writer per folder (see advpnml.evaluation.lock)
         return _train(config, train_set, Path(out_dir), val_set, runtime, resume, dataset_name, stop_after, time_limit)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .data.dataset import LabeledDataset
+from ..data.dataset import LabeledDataset
 
 
 def _update(digest: hashlib._Hash, tensor: torch.Tensor) -> None:
@@ -141,7 +141,7 @@ def run_identity(
     the model's outputs on the probe batch (:func:`probe_outputs`), the data's hash, the versions, and
     ``precision`` only when not fp32 (so the headers of every fp32 run, older ones included, stay as they were).
     A user's own ``defense`` adds the same three for it (a registry defense is named by the settings)."""
-    from .version import __version__
+    from ..version import __version__
 
     own = (
         {
