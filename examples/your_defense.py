@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from your_model import SmallCNN, train_briefly  # the example beside this one: its model and its brief PGD training
 
 import advpnml
 
@@ -37,23 +38,10 @@ class MedianQuantize(nn.Module):
 
 
 def trained_model(epochs: int) -> nn.Module:
-    """A small CNN, PGD-trained briefly on the embedded digits (yours would load its weights)."""
-    from advpnml.attacks import PGD
-
+    """The small CNN of ``your_model.py``, PGD-trained briefly on the embedded digits (yours would load its weights)."""
     torch.manual_seed(0)
-    model = advpnml.create_model("madry_cnn", width=0.25)
-    data = advpnml.load_dataset("mnist5k", "train")
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    gen = torch.Generator().manual_seed(0)
-    for epoch in range(epochs):
-        order = torch.randperm(len(data), generator=gen)
-        for i in range(0, len(data), 50):
-            x, y = data.x[order[i : i + 50]], data.y[order[i : i + 50]]
-            x_adv = PGD(0.1 * min(1.0, (epoch + 1) / 2), steps=5, step_size=0.05, seed=i)(model, x, y)
-            loss = F.cross_entropy(model.train()(x_adv), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = SmallCNN()
+    train_briefly(model, epochs=epochs, eps=0.1)
     return model.eval()
 
 

@@ -344,3 +344,26 @@ def test_a_published_pnml_run_resumes_and_its_predictions_reproduce_through_the_
         assert pred["Natural"] == int(natural[i])
         if pred["FGSM"] != SKIPPED:
             assert pred["FGSM"] == int(transferred[i])
+
+
+def test_reproduce_defenses_writes_one_table_a_figure_and_the_logs(monkeypatch, tmp_path):
+    """``advpnml reproduce defenses`` on a tiny checkpoint of its own (the shipped models take minutes): every defense
+    named gets a row with each family's worst case, the base model's beside it and the inference cost."""
+    from advpnml.experiments import defenses as experiment
+    from advpnml.models import save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pt", advpnml.create_model("madry_cnn", width=0.125), dataset="mnist5k")
+    monkeypatch.setitem(experiment.SHIPPED, "tiny", ("checkpoint", str(tmp_path / "tiny.pt"), "mnist5k", 0.3, "mnist5k", 0.1))
+    args = ["reproduce", "defenses", "--models", "tiny", "--defenses", "anti-adversary,tte", "--samples", "3"]
+    args += ["--attacks", "PGD,APGD-CE adaptive,Square", "--set", "PGD.steps=2", "--set", "PGD.restarts=1"]
+    args += ["--set", "APGD-CE adaptive.steps=2", "--set", "Square.max_queries=5", "--checks", "0"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    table = (tmp_path / "out" / "defenses.md").read_text()
+    assert "| tiny (eps 0.3) | Anti-adversary |" in table and "| tiny (eps 0.3) | TTE |" in table
+    assert "every robust number is an upper bound" in table
+    rows = json.loads((tmp_path / "out" / "defenses.json").read_text())["rows"]
+    assert {r["defense"] for r in rows} == {"anti-adversary", "tte"}
+    assert all(r["samples"] == 3 and r["worst case"] <= r["clean"] for r in rows)
+    assert (tmp_path / "out" / "defenses.png").stat().st_size > 0
+    assert "anti-adversary" in (tmp_path / "out" / "tiny" / "anti-adversary" / "run.log").read_text()
