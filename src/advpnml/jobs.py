@@ -296,7 +296,8 @@ def _check_and_report(run: Run, result: EvalResult, out: Path | None, runtime: R
                 settings.defense_name, checked, settings.defense_params, settings.defense, dataset.info.bounds
             )
         result.checks = masking_checks(checked, x, y, settings.eps, defense, result, dataset.info.bounds, log=runtime.log)
-    paper = run.preset.paper_numbers(settings.dataset, settings.eps)
+    # the pNML paper's Table 1 sits beside the pNML only, never beside another defense
+    paper = run.preset.paper_numbers(settings.dataset, settings.eps) if settings.defense_name == "pnml" else None
     wrote = ""
     if out is not None:
         paths = write_report(result, out, paper=paper, checks=result.checks)
