@@ -358,7 +358,7 @@ def test_reproduce_defenses_writes_one_table_a_figure_and_the_logs(monkeypatch, 
     args = ["reproduce", "defenses", "--models", "tiny", "--defenses", "anti-adversary,tte", "--samples", "3"]
     args += ["--attacks", "PGD,APGD-CE adaptive,Square", "--set", "PGD.steps=2", "--set", "PGD.restarts=1"]
     args += ["--set", "APGD-CE adaptive.steps=2", "--set", "Square.max_queries=5", "--checks", "0"]
-    assert main([*args, "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert main([*args, "--step-rule", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
     table = (tmp_path / "out" / "defenses.md").read_text()
     assert "| tiny (eps 0.3) | Anti-adversary |" in table and "| tiny (eps 0.3) | TTE |" in table
     assert "every robust number is an upper bound" in table
@@ -367,3 +367,6 @@ def test_reproduce_defenses_writes_one_table_a_figure_and_the_logs(monkeypatch, 
     assert all(r["samples"] == 3 and r["worst case"] <= r["clean"] for r in rows)
     assert (tmp_path / "out" / "defenses.png").stat().st_size > 0
     assert "anti-adversary" in (tmp_path / "out" / "tiny" / "anti-adversary" / "run.log").read_text()
+    settings = json.loads((tmp_path / "out" / "tiny" / "tte" / "results.json").read_text())["settings"]
+    pgd = next(a for a in settings["attacks"] if a["column"] == "PGD")
+    assert pgd["params"]["step_size"] == pytest.approx(2.5 * 0.3 / 2)  # Madry's rule at the model's eps

@@ -84,10 +84,14 @@ def compare_defenses(
     cascade: bool = True,
     checks: int = 20,
     resume: bool = True,
+    step_rule: bool = False,
 ) -> Path:
     """Evaluate each of ``defenses`` around each of ``models`` (:data:`SHIPPED`) on its dataset's first ``n`` test
     images into ``out/MODEL/DEFENSE`` (resumable), then write ``out/defenses.md``, ``.json`` and ``.png``.
-    ``overrides``: ``--set`` changes (budgets cut to fit the machine: the table then calls its numbers upper bounds)."""
+    ``overrides``: ``--set`` changes (budgets cut to fit the machine: the table then calls its numbers upper bounds).
+    ``step_rule``: every PGD-type column (PGD, the adaptive PGDs, joint hypotheses) steps ``2.5 * eps / steps`` at
+    each model's own eps (Madry et al.'s rule, as :func:`advpnml.config.generic_preset`), so models at different
+    radii share one command."""
     unknown = [m for m in models if m not in SHIPPED] + [d for d in defenses if d not in DEFENSE_NAMES]
     if unknown:
         raise ValueError(
@@ -99,6 +103,8 @@ def compare_defenses(
     for name in models:
         source, weights, dataset, eps, preset_name, lam = SHIPPED[name]
         preset = from_preset(preset_name, overrides)
+        if step_rule:
+            preset = from_preset(preset_name, [*(overrides or []), *_step_rule(preset, eps)])
         checkpoint = weights if source == "checkpoint" else str(root / "weights" / weights) if weights else None
         for defense in defenses:
 
@@ -152,6 +158,15 @@ def compare_defenses(
             }
         )
     return _write(rows, out, overrides or [], n)
+
+
+def _step_rule(preset: Any, eps: float) -> list[str]:
+    """``COLUMN.step_size=2.5*eps/steps`` for each PGD-type column of ``preset``'s strong suite."""
+    return [
+        f"{s.column}.step_size={2.5 * eps / int(s.params.get('steps', 100))!r}"
+        for s in preset.attacks(suite="strong")
+        if s.attack in ("pgd", "joint")
+    ]
 
 
 def _has(preset: Any, column: str, defense: str) -> bool:
