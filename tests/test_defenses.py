@@ -364,7 +364,10 @@ def test_reproduce_defenses_writes_one_table_a_figure_and_the_logs(monkeypatch, 
     assert "every robust number is an upper bound" in table
     rows = json.loads((tmp_path / "out" / "defenses.json").read_text())["rows"]
     assert {r["defense"] for r in rows} == {"anti-adversary", "tte"}
-    assert all(r["samples"] == 3 and r["worst case"] <= r["clean"] for r in rows)
+    assert all(r["samples"] == 3 and r["worst case"] <= r["clean"] and r["ms_per_image"] > 0 for r in rows)
+    first = json.loads((tmp_path / "out" / "tiny" / "tte" / "timing.json").read_text())
+    assert main([*args, "--step-rule", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0  # resumed whole
+    assert json.loads((tmp_path / "out" / "tiny" / "tte" / "timing.json").read_text()) == first  # keeps its first time
     assert (tmp_path / "out" / "defenses.png").stat().st_size > 0
     assert "anti-adversary" in (tmp_path / "out" / "tiny" / "anti-adversary" / "run.log").read_text()
     settings = json.loads((tmp_path / "out" / "tiny" / "tte" / "results.json").read_text())["settings"]

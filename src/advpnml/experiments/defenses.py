@@ -142,6 +142,11 @@ def compare_defenses(
         write_atomic(log_path, ("\n".join(lines) + "\n").encode())
         if result is None:
             continue
+        timing_path = folder / "timing.json"  # the run that computed the samples; a resumed one keeps its time
+        if result.samples_timed == len(result.records) or not timing_path.exists():
+            took = {"seconds": time.perf_counter() - start, "samples_timed": result.samples_timed}
+            write_atomic(timing_path, (json.dumps(took, indent=2) + "\n").encode())
+        took = json.loads(timing_path.read_text())
         rows.append(
             {
                 "model": name,
@@ -149,8 +154,8 @@ def compare_defenses(
                 "samples": len(result.records),
                 "eps": run.settings.eps,
                 "parameters": run.settings.defense_params or {"lambda": run.settings.refine_eps},
-                "seconds": time.perf_counter() - start,
-                "ms_per_image": _ms(result),
+                "seconds": took["seconds"],
+                "ms_per_image": inference_ms(run),
                 "passes": defense_passes(defense, run.settings.defense_params)
                 if defense != "pnml"
                 else "2 forwards + 1 backward (C hypotheses)",
@@ -176,9 +181,24 @@ def _has(preset: Any, column: str, defense: str) -> bool:
     }
 
 
-def _ms(result: EvalResult) -> float | None:
-    n, key = result.samples_timed, "defense/Natural"
-    return 1e3 * result.timings[key] / n if n and key in result.timings else None
+def inference_ms(run: Any, samples: int = 100) -> float:
+    """Milliseconds per image of the defense's prediction on the run's first ``samples`` images, measured here (after
+    one warm-up call), so a resumed run reports its cost too."""
+    import torch
+
+    from ..defense import create_defense
+
+    settings = run.settings
+    defense = run.defense or create_defense(
+        settings.defense_name, run.model.eval(), settings.defense_params, settings.defense, run.dataset.info.bounds
+    )
+    x = torch.stack([run.dataset[i][0] for i in range(min(samples, len(run.dataset)))])
+    with torch.no_grad():
+        defense(x[:4])
+        start = time.perf_counter()
+        for i in range(0, len(x), settings.batch_size):
+            defense(x[i : i + settings.batch_size])
+    return 1e3 * (time.perf_counter() - start) / len(x)
 
 
 _COLUMNS = ("clean", "claimed-style", "transfer", "adaptive", "second-order", "black-box", "worst case", "base worst case")
@@ -199,7 +219,7 @@ def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int) 
         f"advpnml {__version__}; first {n} test images "
         f"of each model's dataset; the strong suite as a cascade; {cut}.",
         "",
-        "| model | defense | parameters | " + " | ".join(_COLUMNS) + " | inference | ms / image | run (s) |",
+        "| model | defense | parameters | " + " | ".join(_COLUMNS) + " | inference | ms / forward | run (s) |",
         "|---|---|---|" + "---|" * (len(_COLUMNS) + 3),
     ]
     for r in rows:
