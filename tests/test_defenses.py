@@ -368,6 +368,12 @@ def test_reproduce_defenses_writes_one_table_a_figure_and_the_logs(monkeypatch, 
     first = json.loads((tmp_path / "out" / "tiny" / "tte" / "timing.json").read_text())
     assert main([*args, "--step-rule", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0  # resumed whole
     assert json.loads((tmp_path / "out" / "tiny" / "tte" / "timing.json").read_text()) == first  # keeps its first time
+    (tmp_path / "out" / "defenses.md").unlink()
+    assert main([*args, "--step-rule", "--collect", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    collected = (tmp_path / "out" / "defenses.md").read_text()
+    same = [line.split("|")[:-3] for line in table.splitlines()[4:]]  # all but the cost, measured anew
+    assert [line.split("|")[:-3] for line in collected.splitlines()[4:]] == same
+    assert main([*args, "--collect", "--out", str(tmp_path / "nothing"), "--device", "cpu"]) == 2  # no run there
     assert (tmp_path / "out" / "defenses.png").stat().st_size > 0
     assert "anti-adversary" in (tmp_path / "out" / "tiny" / "anti-adversary" / "run.log").read_text()
     settings = json.loads((tmp_path / "out" / "tiny" / "tte" / "results.json").read_text())["settings"]

@@ -82,6 +82,7 @@ def cmd_defenses(args: argparse.Namespace, runtime: Runtime) -> None:
         checks=args.checks,
         resume=not args.overwrite,
         step_rule=args.step_rule,
+        collect=args.collect,
     )
     print(f"\n{path.read_text()}\nwrote {path} and beside it defenses.json, defenses.png")
 
@@ -184,6 +185,9 @@ def add_commands(sub: argparse._SubParsersAction, g: Groups) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override every preset, e.g. a cut budget PGD.steps=20")
     p.add_argument("--attacks", default=None, help="comma-separated columns (each defense runs those it can; default: all)")
     p.add_argument("--no-cascade", action="store_true", help="every attack on every sample (far slower)")
+    p.add_argument(
+        "--collect", action="store_true", help="attack nothing: the table from the finished runs in OUT (same arguments)"
+    )
     p.add_argument(
         "--step-rule", action="store_true", help="PGD-type columns step 2.5 * eps / steps at each model's eps (Madry et al.)"
     )

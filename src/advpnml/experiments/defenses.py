@@ -85,13 +85,15 @@ def compare_defenses(
     checks: int = 20,
     resume: bool = True,
     step_rule: bool = False,
+    collect: bool = False,
 ) -> Path:
     """Evaluate each of ``defenses`` around each of ``models`` (:data:`SHIPPED`) on its dataset's first ``n`` test
     images into ``out/MODEL/DEFENSE`` (resumable), then write ``out/defenses.md``, ``.json`` and ``.png``.
     ``overrides``: ``--set`` changes (budgets cut to fit the machine: the table then calls its numbers upper bounds).
     ``step_rule``: every PGD-type column (PGD, the adaptive PGDs, joint hypotheses) steps ``2.5 * eps / steps`` at
     each model's own eps (Madry et al.'s rule, as :func:`advpnml.config.generic_preset`), so models at different
-    radii share one command."""
+    radii share one command. ``collect``: attack nothing; read each finished run in ``out`` (its records, its checks),
+    rewrite its report and build the table (a run missing or unfinished there is a one-line error)."""
     unknown = [m for m in models if m not in SHIPPED] + [d for d in defenses if d not in DEFENSE_NAMES]
     if unknown:
         raise ValueError(
@@ -138,15 +140,19 @@ def compare_defenses(
             runtime.log(message)
 
         start = time.perf_counter()
-        result = evaluate_and_report(run, folder, replace(runtime, log=log), resume=resume, checks=checks)
-        write_atomic(log_path, ("\n".join(lines) + "\n").encode())
+        result: EvalResult | None
+        if collect:
+            result = _finished(run, folder)
+        else:
+            result = evaluate_and_report(run, folder, replace(runtime, log=log), resume=resume, checks=checks)
+            write_atomic(log_path, ("\n".join(lines) + "\n").encode())
         if result is None:
             continue
         timing_path = folder / "timing.json"  # the run that computed the samples; a resumed one keeps its time
-        if result.samples_timed == len(result.records) or not timing_path.exists():
+        if not collect and (result.samples_timed == len(result.records) or not timing_path.exists()):
             took = {"seconds": time.perf_counter() - start, "samples_timed": result.samples_timed}
             write_atomic(timing_path, (json.dumps(took, indent=2) + "\n").encode())
-        took = json.loads(timing_path.read_text())
+        took = json.loads(timing_path.read_text()) if timing_path.exists() else {"seconds": None}
         rows.append(
             {
                 "model": name,
@@ -163,6 +169,24 @@ def compare_defenses(
             }
         )
     return _write(rows, out, overrides or [], n)
+
+
+def _finished(run: Any, folder: Path) -> EvalResult:
+    """The finished run in ``folder`` as its records and results.json hold it, its report rewritten (the defense's
+    name in the title, the pNML paper's numbers beside the pNML only) with the checks it ran."""
+    from ..evaluation.masking import Check
+    from ..evaluation.records import read_all_records
+    from ..evaluation.reporting import write_report
+
+    done = read_all_records(folder, run.settings) if (folder / "records.jsonl").exists() else {}
+    if len(done) < len(run.dataset):
+        raise ValueError(f"{folder} holds {len(done)} of {len(run.dataset)} samples: run it first (without --collect)")
+    written = json.loads((folder / "results.json").read_text())
+    result = EvalResult(run.settings, [done[i] for i in range(len(run.dataset))], written.get("timings_s", {}), 0)
+    result.checks = [Check(**c) for c in written.get("masking_checks", [])]
+    paper = run.preset.paper_numbers(run.settings.dataset, run.settings.eps) if run.settings.defense_name == "pnml" else None
+    write_report(result, folder, paper=paper, checks=result.checks)
+    return result
 
 
 def _step_rule(preset: Any, eps: float) -> list[str]:
@@ -228,7 +252,7 @@ def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int) 
         md.append(
             f"| {r['model']} (eps {r['eps']:.4g}) | {DEFENSE_ROW_NAMES.get(r['defense'], r['defense'])} | {params} | "
             + " | ".join(pct(r[c]) for c in _COLUMNS)
-            + f" | {r['passes']} | {ms} | {r['seconds']:.0f} |"
+            + f" | {r['passes']} | {ms} | {_seconds(r['seconds'])} |"
         )
     md += [
         "",
@@ -245,6 +269,10 @@ def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int) 
     if rows:
         _plot(rows, out / "defenses")
     return out / "defenses.md"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _plot(rows: list[dict[str, Any]], stem: Path) -> None:
