@@ -150,9 +150,9 @@ def compare_defenses(
             continue
         timing_path = folder / "timing.json"  # the run that computed the samples; a resumed one keeps its time
         if not collect and (result.samples_timed == len(result.records) or not timing_path.exists()):
-            took = {"seconds": time.perf_counter() - start, "samples_timed": result.samples_timed}
-            write_atomic(timing_path, (json.dumps(took, indent=2) + "\n").encode())
-        took = json.loads(timing_path.read_text()) if timing_path.exists() else {"seconds": None}
+            first = {"seconds": time.perf_counter() - start, "samples_timed": result.samples_timed}
+            write_atomic(timing_path, (json.dumps(first, indent=2) + "\n").encode())
+        took: dict[str, Any] = json.loads(timing_path.read_text()) if timing_path.exists() else {"seconds": None}
         rows.append(
             {
                 "model": name,
@@ -272,6 +272,7 @@ def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int) 
 
 
 def _seconds(value: float | None) -> str:
+    """A run's seconds in the table ("-" where no run that computed its samples recorded them)."""
     return "-" if value is None else f"{value:.0f}"
 
 
