@@ -128,7 +128,8 @@ def compare_defenses(
 
             setups.append((name, defense, load))
     runs = [(name, defense, load()) for name, defense, load in setups]  # every bad argument before any attack
-    rows = []
+    rows: list[dict[str, Any]] = []
+    missing: list[str] = []
     for name, defense, run in runs:
         folder = out / name / defense
         folder.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,7 @@ def compare_defenses(
             result = evaluate_and_report(run, folder, replace(runtime, log=log), resume=resume, checks=checks)
             write_atomic(log_path, ("\n".join(lines) + "\n").encode())
         if result is None:
+            missing.append(f"{name} / {defense}")
             continue
         timing_path = folder / "timing.json"  # the run that computed the samples; a resumed one keeps its time
         if not collect and (result.samples_timed == len(result.records) or not timing_path.exists()):
@@ -168,19 +170,22 @@ def compare_defenses(
                 **families(result),
             }
         )
-    return _write(rows, out, overrides or [], n)
+    if collect and not rows:
+        raise ValueError(f"no finished run in {out}: run the comparison first (without --collect)")
+    return _write(rows, out, overrides or [], n, missing)
 
 
-def _finished(run: Any, folder: Path) -> EvalResult:
+def _finished(run: Any, folder: Path) -> EvalResult | None:
     """The finished run in ``folder`` as its records and results.json hold it, its report rewritten (the defense's
-    name in the title, the pNML paper's numbers beside the pNML only) with the checks it ran."""
+    name in the title, the pNML paper's numbers beside the pNML only) with the checks it ran; None when it is not
+    finished there."""
     from ..evaluation.masking import Check
     from ..evaluation.records import read_all_records
     from ..evaluation.reporting import write_report
 
     done = read_all_records(folder, run.settings) if (folder / "records.jsonl").exists() else {}
-    if len(done) < len(run.dataset):
-        raise ValueError(f"{folder} holds {len(done)} of {len(run.dataset)} samples: run it first (without --collect)")
+    if len(done) < len(run.dataset) or not (folder / "results.json").exists():
+        return None
     written = json.loads((folder / "results.json").read_text())
     result = EvalResult(run.settings, [done[i] for i in range(len(run.dataset))], written.get("timings_s", {}), 0)
     result.checks = [Check(**c) for c in written.get("masking_checks", [])]
@@ -228,7 +233,7 @@ def inference_ms(run: Any, samples: int = 100) -> float:
 _COLUMNS = ("clean", "claimed-style", "transfer", "adaptive", "second-order", "black-box", "worst case", "base worst case")
 
 
-def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int) -> Path:
+def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int, missing: list[str]) -> Path:
     """``defenses.md`` (the table), ``defenses.json`` (every number) and ``defenses.png``/``.pdf`` (the worst cases)."""
     from ..evaluation.reporting import environment
     from ..version import __version__
@@ -254,6 +259,8 @@ def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int) 
             + " | ".join(pct(r[c]) for c in _COLUMNS)
             + f" | {r['passes']} | {ms} | {_seconds(r['seconds'])} |"
         )
+    if missing:
+        md += ["", f"Not in the table (not run to the end in {out}): {', '.join(missing)}."]
     md += [
         "",
         "claimed-style: the column the defense's paper reported (pNML: PGD on the base model, transferred; Hedge: APGD-T "
