@@ -166,7 +166,7 @@ def compare_defenses(
                 "ms_per_image": inference_ms(run),
                 "passes": defense_passes(defense, run.settings.defense_params)
                 if defense != "pnml"
-                else "2 forwards + 1 backward (C hypotheses)",
+                else "1 forward + C input-gradient backwards (VJPs of it) + C forwards",
                 **families(result),
             }
         )
