@@ -299,7 +299,8 @@ def _plot(rows: list[dict[str, Any]], stem: Path) -> None:
             xs.append(i + (j - len(defenses) / 2) * width)
             values.append(100 * (value or 0.0))
         label = "base model" if defense == "base" else DEFENSE_ROW_NAMES.get(defense, defense)
-        ax.bar(xs, values, width, label=label, hatch="//" if defense == "base" else None)
+        bars = ax.bar(xs, values, width, label=label, hatch="//" if defense == "base" else None)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)  # a worst case of 0 has no bar to see
     ax.set_xticks(range(len(models)), models)
     ax.set(ylabel="worst-case robust accuracy (%)", ylim=(0, 100), title="Test-time defenses: per-sample worst case")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
