@@ -1,4 +1,4 @@
-"""One writer per output folder: a job holds ``<out>/.advpnml.evaluation.lock`` (its pid, host and start time) while it writes.
+"""One writer per output folder: a job holds ``<out>/.advpnml.lock`` (its pid, host and start time) while it writes.
 
 Two evaluations into one ``--out`` would interleave their records, and ``--overwrite`` under a running job
 would let the old job append into the new file; the second job is refused instead, naming the holder.
@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-LOCK_NAME = ".advpnml.evaluation.lock"
+LOCK_NAME = ".advpnml.lock"
 #: a takeover guard older than this was left by a process that died in the middle of a takeover
 _STALE_GUARD_SECONDS = 10.0
 _ATTEMPTS = 200
