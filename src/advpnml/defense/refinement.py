@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..config import CLIP_BACKWARDS, SECOND_ORDER
 from ..modes import frozen_parameters
 from ..validation import check_bounds, check_inputs, check_nonnegative, check_positive_int
-from .second_order import SURROGATES
+from .second_order import SURROGATES, limited
 
 #: The backward modes a gradient refinement offers (``clamp`` is the pNML's official-code name for identity with the
 #: exact clip, kept so a ``--protocol paper`` preset runs on every defense).
@@ -193,12 +193,7 @@ class GradientRefinement(nn.Module):
         """``z`` projected onto the ball around ``x`` and clipped to the box, with their own derivative (``exact``)
         or passing the gradient straight through (``straight``)."""
         if self.radius is not None:
-            z = _limited(z, torch.min(torch.max(z, x - self.radius), x + self.radius), clip)
+            z = limited(z, torch.min(torch.max(z, x - self.radius), x + self.radius), clip)
         if self.bounds is not None:
-            z = _limited(z, z.clamp(*self.bounds), clip)
+            z = limited(z, z.clamp(*self.bounds), clip)
         return z
-
-
-def _limited(before: torch.Tensor, after: torch.Tensor, clip: str) -> torch.Tensor:
-    """``after`` (a clip of ``before``) with its own derivative (``exact``) or ``before``'s (``straight``)."""
-    return after if clip == "exact" else before + (after - before).detach()

@@ -95,12 +95,12 @@ def refine_through_gradient(
             (grad,) = torch.autograd.grad(loss, current, create_graph=True)
             current = current - step_size * sign(grad)
             if steps > 1:
-                current = _limited(current, torch.min(torch.max(current, start - radius), start + radius), clip)
+                current = limited(current, torch.min(torch.max(current, start - radius), start + radius), clip)
             if bounds is not None:
-                current = _limited(current, current.clamp(*bounds), clip)
+                current = limited(current, current.clamp(*bounds), clip)
     return current.view(n, h, *x.shape[1:])
 
 
-def _limited(before: torch.Tensor, after: torch.Tensor, clip: str) -> torch.Tensor:
+def limited(before: torch.Tensor, after: torch.Tensor, clip: str) -> torch.Tensor:
     """``after`` (a clip or projection of ``before``) with its own derivative (``exact``) or ``before``'s (``straight``)."""
     return after if clip == "exact" else before + (after - before).detach()
