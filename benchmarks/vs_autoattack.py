@@ -92,6 +92,15 @@ def reached(steps: list[dict], target: float) -> float | None:
     return None
 
 
+def _merge(path: Path, new: dict) -> dict:
+    """``path``'s JSON with ``new``'s keys added (or replaced), written back whole: each part's result is kept as soon
+    as it exists, and the other part's, run in another process, is not lost."""
+    found = json.loads(path.read_text()) if path.exists() else {}
+    found.update(new)
+    path.write_text(json.dumps(found, indent=2) + "\n")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="../shared/data")
@@ -99,27 +108,36 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--order", default="cost", choices=("cost", "preset", "both"), help="our cascade's order")
     parser.add_argument("--skip", default="", help="our columns to leave out, comma-separated (e.g. HSJA)")
-    parser.add_argument("--no-reference", action="store_true", help="ours only (the before/after of the order)")
+    parser.add_argument(
+        "--part",
+        default="both",
+        choices=("both", "ours", "reference"),
+        help="run only ours or only the reference, added to the JSON already in --out (two processes, one core each)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two parts can run side by side)")
     parser.add_argument("--out", default="results/vs_autoattack")
     args = parser.parse_args()
     tune_cpu_allocator()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, data, eps, lam = load(args.model, args.data_dir, args.n)
     dataset = MODELS[args.model][2]
-    found: dict = {"model": args.model, "eps": eps, "lambda": lam, "samples": len(data), "environment": environment()}
     skip = [c for c in args.skip.split(",") if c]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.model}_n{len(data)}" + (f"_without_{'_'.join(s.replace(' ', '-') for s in skip)}" if skip else "")
-    for order in ("cost", "preset") if args.order == "both" else (args.order,):
-        found[f"ours ({order} order)"] = ours(model, data, PRESETS[dataset], eps, lam, order, skip)
-        (out / f"{name}.json").write_text(json.dumps(found, indent=2) + "\n")  # kept if the reference then fails
-    if not args.no_reference:
+    found = _merge(out / f"{name}.json", {"model": args.model, "eps": eps, "lambda": lam, "samples": len(data)})
+    if args.part in ("both", "ours"):
+        for order in ("cost", "preset") if args.order == "both" else (args.order,):
+            steps = ours(model, data, PRESETS[dataset], eps, lam, order, skip)
+            found = _merge(out / f"{name}.json", {f"ours ({order} order)": steps, f"environment ({order} order)": environment()})
+    if args.part in ("both", "reference"):
         defended = advpnml.AdversarialPnml(model, lam).eval()
-        found["reference"] = reference(defended, data.x, data.y, eps)
-    (out / f"{name}.json").write_text(json.dumps(found, indent=2) + "\n")
+        steps = reference(defended, data.x, data.y, eps)
+        found = _merge(out / f"{name}.json", {"reference": steps, "environment (reference)": environment()})
     lines = [
-        f"# {args.model}, eps {eps:.4g}, lambda {lam:g}, {len(data)} images, {found['environment'].get('cpu', 'CPU')}",
+        f"# {args.model}, eps {eps:.4g}, lambda {lam:g}, {len(data)} images, {args.threads} thread(s) each, "
+        + ", ".join(sorted({str(v.get("cpu", "CPU")) for k, v in found.items() if k.startswith("environment")})),
         "",
         "| run | attack | seconds | seconds so far | defense robust after |",
         "|---|---|---|---|---|",

@@ -153,6 +153,19 @@ def test_eot_and_worst_of_draws_scoring(mlp, batch):
     assert torch.equal(pred != y, wrong_somewhere)  # correct only when every draw is
 
 
+def test_a_column_scored_by_another_forward_keeps_its_deepest_fooling_point(mlp):
+    """Leaving a run at the first point that fools the attacked forward is sound only where that forward scores it."""
+    from advpnml.evaluation.engine import _scored_elsewhere
+
+    steps = advpnml.config.AttackSpec("A", "apgd", {"early_stop": "steps"}, base=False)
+    shortened = advpnml.config.AttackSpec("A", "apgd", {"early_stop": "steps", "refine_steps": 1}, base=False)
+    pnml, anti = advpnml.AdversarialPnml(mlp, 0.1), create_defense("anti-adversary", mlp, {})
+    hedge = Hedge(mlp, steps=2, step_size=0.2, radius=0.4)
+    assert _scored_elsewhere(pnml, steps) is steps and _scored_elsewhere(anti, steps) is steps
+    assert _scored_elsewhere(hedge, steps).params["early_stop"] is True  # random: scored by its worst draw
+    assert _scored_elsewhere(anti, shortened).params == {"early_stop": True, "refine_steps": 1}
+
+
 def test_registry_parameters_and_one_line_errors(mlp):
     assert set(defense_parameters("hedge")) >= {"steps", "step_size", "radius", "eot_draws", "score_runs"}
     assert isinstance(create_defense("tte", mlp, {"flip": False}), TransformEnsemble)

@@ -9,7 +9,7 @@ from advpnml import AdversarialPnml
 from advpnml.attacks import APGD, APGDT, PGD, JointHypotheses, Square, create_attack, dlr, dlr_targeted
 from advpnml.attacks.apgd import checkpoints
 
-from ..conftest import accuracy
+from ..conftest import CallCounter, accuracy
 
 TOL = 1e-6
 
@@ -62,6 +62,31 @@ def test_apgd_matches_or_beats_pgd_at_equal_budget_on_a_robust_model(robust_mode
     apgd = accuracy(robust_model, APGD(0.3, steps=20)(robust_model, x, y), y)
     assert pgd > 0.1, "the model is robust enough for the comparison to mean something"
     assert apgd <= pgd + 1 / len(y), (apgd, pgd)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda mode: APGD(0.08, steps=12, early_stop=mode), lambda mode: APGDT(0.08, steps=6, n_targets=3, early_stop=mode)]
+)
+def test_apgd_leaving_at_the_first_fooling_step_fools_the_same_samples_for_less_work(standard_model, batch, make):
+    """A sample's APGD run never depends on the others' (per-sample step sizes and checkpoints), so computing only the
+    undecided samples changes no undecided trajectory: the same samples end fooled, and the robust ones at the same
+    points, with fewer inputs through the model."""
+    x, y = batch
+    counted = {mode: CallCounter(standard_model) for mode in ("restarts", "steps")}
+    adv = {mode: make(mode)(counter, x, y) for mode, counter in counted.items()}
+    with torch.no_grad():
+        fooled = {mode: standard_model(a).argmax(1) != y for mode, a in adv.items()}
+    assert fooled["steps"].equal(fooled["restarts"])
+    assert 0 < int(fooled["steps"].sum()) < len(y), "some samples fall and some stand: the test can tell the modes apart"
+    robust = ~fooled["steps"]
+    assert torch.allclose(adv["steps"][robust], adv["restarts"][robust], atol=1e-6)
+    assert (adv["steps"] - x).abs().amax() <= 0.08 + TOL
+    assert sum(counted["steps"].batch_sizes) < sum(counted["restarts"].batch_sizes)
+
+
+def test_apgd_refuses_an_unknown_early_stop():
+    with pytest.raises(ValueError, match="early_stop must be"):
+        APGD(0.1, early_stop="sometimes")
 
 
 def test_step_size_checkpoints_follow_croce_and_hein():

@@ -38,7 +38,11 @@ class APGD(Attack):
     Args:
         eps: l_inf radius. steps: iterations per restart (AutoAttack: 100). restarts: random starts.
         loss: ``"ce"``, ``"dlr"`` or ``"margin"``. rho: oscillation threshold of the step-size rule (0.75).
-        early_stop: later restarts only for samples not yet fooled.
+        early_stop: ``True`` or ``"restarts"``: later restarts (and targets) only for samples not yet fooled, each
+            kept point the highest-loss fooling iterate of its run (deeper points transfer better); ``"steps"``:
+            also leave the run at the first fooling iterate, so later steps compute the samples still undecided
+            only (the same success on the attacked model for less work: for attacks scored on the model they
+            attack); ``False``: every sample runs every restart.
     """
 
     name = "apgd"
@@ -50,7 +54,7 @@ class APGD(Attack):
         restarts: int = 1,
         loss: str = "ce",
         rho: float = 0.75,
-        early_stop: bool = True,
+        early_stop: bool | str = True,
         bounds=(0.0, 1.0),
         seed: int = 0,
     ) -> None:
@@ -59,7 +63,9 @@ class APGD(Attack):
         self.restarts = check_positive_int("restarts", restarts)
         self.loss = check_loss(loss)
         self.rho = float(rho)
-        self.early_stop = bool(early_stop)
+        if early_stop not in (False, True, "restarts", "steps"):
+            raise ValueError(f"early_stop must be false, true, 'restarts' or 'steps', got {early_stop!r}")
+        self.early_stop = "restarts" if early_stop is True else early_stop
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """APGD on ``x`` (detached, eval mode): each sample's best point over every restart."""
@@ -96,6 +102,8 @@ class APGD(Attack):
         ``from_start(m, x, y, start_point(x))`` is ``perturb(m, x, y)``."""
         if type(self)._targets is not APGD._targets:
             raise ValueError(f"from_start runs the untargeted APGD; {type(self).__name__} loops over targets")
+        if self.early_stop == "steps":
+            raise ValueError('from_start runs every step on every sample; early_stop="steps" needs perturb')
         return self._run(model, x, y, start, None)[0]
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -113,6 +121,22 @@ class APGD(Attack):
             loss = self._objective(logits, y, target)
             (grad,) = torch.autograd.grad(loss.sum(), x_adv)
         return loss.detach(), logits.detach(), grad.detach()
+
+    def _step_loss_grad(self, model, x_adv, y, target, fooled, loss, logits, grad):
+        """The loss, logits and gradient at ``x_adv``: for every sample, or with ``early_stop="steps"`` for the samples
+        not yet ``fooled`` only, the others keeping their last values (they are decided; a fooled sample's kept point
+        never changes again). All ``None`` when every sample is fooled."""
+        if self.early_stop != "steps":
+            return self._loss_grad(model, x_adv, y, target)
+        todo = (~fooled).nonzero().squeeze(1)
+        if todo.numel() == fooled.numel():
+            return self._loss_grad(model, x_adv, y, target)
+        if todo.numel() == 0:
+            return None, None, None
+        part = self._loss_grad(model, x_adv[todo], y[todo], None if target is None else target[todo])
+        loss, logits, grad = loss.clone(), logits.clone(), grad.clone()
+        loss[todo], logits[todo], grad[todo] = part
+        return loss, logits, grad
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, target: torch.Tensor | None):
         """One APGD run; returns per sample the point to keep, its loss, and whether it fools the model."""
@@ -135,7 +159,9 @@ class APGD(Attack):
                 z = project(x_adv + step.view(view) * grad.sign(), x, self.eps, self.bounds)
                 x_next = project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x, self.eps, self.bounds)
                 x_prev, x_adv = x_adv, x_next
-            loss, logits, grad = self._loss_grad(model, x_adv, y, target)
+            loss, logits, grad = self._step_loss_grad(model, x_adv, y, target, fooled, loss, logits, grad)
+            if loss is None:
+                break
             with torch.no_grad():
                 # Among fooling iterates keep the highest-loss one: deeper points transfer better.
                 # Selections by torch.where, not boolean indexing: the same values without a host sync per step,
@@ -181,7 +207,7 @@ class APGDT(APGD):
         n_targets: int = 9,
         restarts: int = 1,
         rho: float = 0.75,
-        early_stop: bool = True,
+        early_stop: bool | str = True,
         bounds=(0.0, 1.0),
         seed: int = 0,
     ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -93,6 +94,17 @@ def attack_target(defense: nn.Module, spec: AttackSpec) -> nn.Module:
     if getattr(defense, "random", False) and draws > 1:
         target = ExpectationOverTransformation(target, draws)
     return target
+
+
+def _scored_elsewhere(defense: nn.Module, spec: AttackSpec) -> AttackSpec:
+    """``spec`` as it attacks ``defense``: where the attacked forward is not the one that scores the result (a shortened
+    refinement, or a random defense's EOT mean scored by its worst draw), leaving the run at the first point that fools
+    the attacked forward (``early_stop = "steps"``) stops short of a point that fools the scorer, so such a column
+    keeps each run's highest-loss fooling point instead (``early_stop = true``)."""
+    elsewhere = bool(spec.params.get("refine_steps")) or bool(getattr(defense, "random", False))
+    if elsewhere and spec.params.get("early_stop") == "steps":
+        return replace(spec, params={**spec.params, "early_stop": True})
+    return spec
 
 
 def evaluate(
@@ -338,7 +350,7 @@ def _evaluate_batch(
                 )
             else:
                 target = attack_target(models["defense"], spec)
-                adv = attack_on(f"defense/{spec.column}", spec, target, defense_mask)
+                adv = attack_on(f"defense/{spec.column}", _scored_elsewhere(models["defense"], spec), target, defense_mask)
                 pred["defense"][spec.column] = predict_on(models["defense"], adv, defense_mask)
         if cascade:
             for row in alive:
