@@ -114,6 +114,7 @@ def main() -> None:
         choices=("both", "ours", "reference"),
         help="run only ours or only the reference, added to the JSON already in --out (two processes, one core each)",
     )
+    parser.add_argument("--label", default=None, help="the name of our run in the tables (default: its order)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two parts can run side by side)")
     parser.add_argument("--out", default="results/vs_autoattack")
     args = parser.parse_args()
@@ -130,7 +131,8 @@ def main() -> None:
     if args.part in ("both", "ours"):
         for order in ("cost", "preset") if args.order == "both" else (args.order,):
             steps = ours(model, data, PRESETS[dataset], eps, lam, order, skip)
-            found = _merge(out / f"{name}.json", {f"ours ({order} order)": steps, f"environment ({order} order)": environment()})
+            label = args.label or f"{order} order"
+            found = _merge(out / f"{name}.json", {f"ours ({label})": steps, f"environment ({label})": environment()})
     if args.part in ("both", "reference"):
         defended = advpnml.AdversarialPnml(model, lam).eval()
         steps = reference(defended, data.x, data.y, eps)
