@@ -207,7 +207,7 @@ def test_demo_reuses_its_model_and_reports_the_strong_columns(standard_model, tm
     assert "reusing" in out and "finished in" in out
     table = (tmp_path / "eval" / "results.md").read_text()
     assert (
-        "| Model | Natural | FGSM | PGD | APGD-T | Adaptive | Adaptive-margin | APGD-T adaptive | HSJA | Best attack |" in table
+        "| Model | Natural | FGSM | PGD | APGD-T | APGD-T adaptive | Adaptive | Adaptive-margin | HSJA | Best attack |" in table
     )
     assert (tmp_path / "eval" / "results.png").is_file()
 
