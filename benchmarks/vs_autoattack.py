@@ -26,7 +26,7 @@ import torch
 import advpnml
 from advpnml.accel.allocator import tune_cpu_allocator
 from advpnml.attacks.autoattack import reference_autoattack
-from advpnml.config import from_preset, suite_entries
+from advpnml.config import from_preset
 from advpnml.evaluation.engine import evaluate
 from advpnml.evaluation.reporting import environment
 from advpnml.runtime import Runtime
@@ -65,9 +65,9 @@ def ours(model, data, preset_name: str, eps: float, lam: float, order: str, skip
     preset = from_preset(preset_name)
     only = None
     if order == "preset":  # the written order: the paper's columns, then the strong ones, as before the sort by cost
-        only = [e["column"] for e in suite_entries(preset.data, "strong")]  # sorted...
+        runnable = {s.column for s in preset.eval_settings(data.info.name, "test", len(data), suite="strong").attacks}
         written = [e["column"] for e in preset.data["evaluation"]["attacks"] + preset.data["evaluation"]["strong"]]
-        only = [c for c in written if c in only]
+        only = [c for c in written if c in runnable]
     settings = preset.eval_settings(data.info.name, "test", len(data), eps=eps, refine_eps=lam, suite="strong", only=only)
     specs = [replace(s, base=False) for s in settings.attacks if s.defense is not None and s.column not in skip]
     settings = replace(settings, attacks=specs, cascade=True)
