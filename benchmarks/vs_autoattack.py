@@ -111,8 +111,9 @@ def main() -> None:
     parser.add_argument(
         "--part",
         default="both",
-        choices=("both", "ours", "reference"),
-        help="run only ours or only the reference, added to the JSON already in --out (two processes, one core each)",
+        choices=("both", "ours", "reference", "report"),
+        help="run only ours or only the reference, added to the JSON already in --out (two processes, one core each); "
+        "report: only rewrite the tables from that JSON",
     )
     parser.add_argument("--label", default=None, help="the name of our run in the tables (default: its order)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two parts can run side by side)")
