@@ -92,6 +92,15 @@ def reached(steps: list[dict], target: float) -> float | None:
     return None
 
 
+def prepared(args: argparse.Namespace):
+    """The process set up as every benchmark run here is (CPU allocator, ``args.threads`` threads, seed 0), and
+    ``args.model`` with its first ``args.n`` test images, eps and lambda."""
+    tune_cpu_allocator()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return load(args.model, args.data_dir, args.n)
+
+
 def _merge(path: Path, new: dict) -> dict:
     """``path``'s JSON with ``new``'s keys added (or replaced), written back whole: each part's result is kept as soon
     as it exists, and the other part's, run in another process, is not lost."""
@@ -119,10 +128,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two parts can run side by side)")
     parser.add_argument("--out", default="results/vs_autoattack")
     args = parser.parse_args()
-    tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model, data, eps, lam = load(args.model, args.data_dir, args.n)
+    model, data, eps, lam = prepared(args)
     dataset = MODELS[args.model][2]
     skip = [c for c in args.skip.split(",") if c]
     out = Path(args.out)

@@ -22,15 +22,14 @@ from pathlib import Path
 import torch
 
 import advpnml
-from advpnml.accel.allocator import tune_cpu_allocator
 from advpnml.attacks.autoattack import reference_autoattack
 from advpnml.config import from_preset
 from advpnml.evaluation.engine import evaluate
 from advpnml.runtime import Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from second_order_surrogates import MODELS, load  # noqa: E402
-from vs_autoattack import PRESETS  # noqa: E402
+from second_order_surrogates import MODELS  # noqa: E402
+from vs_autoattack import PRESETS, prepared  # noqa: E402
 
 
 def reference_samples(defended: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> dict:
@@ -72,10 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="results/vs_autoattack")
     args = parser.parse_args()
-    tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model, data, eps, lam = load(args.model, args.data_dir, args.n)
+    model, data, eps, lam = prepared(args)
     if args.part == "reference":
         found = reference_samples(advpnml.AdversarialPnml(model, lam).eval(), data.x, data.y, eps)
     else:
