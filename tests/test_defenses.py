@@ -138,7 +138,7 @@ def test_eot_and_worst_of_draws_scoring(mlp, batch):
     x, y = batch
     hedge = Hedge(mlp, steps=2, step_size=0.2, radius=0.4, eot_draws=4, score_runs=6)
     spec = advpnml.config.AttackSpec("A", "pgd", {"refine_steps": 1}, base=False)
-    target = attack_target(hedge, spec)
+    target, _ = attack_target(hedge, spec)
     assert isinstance(target, ExpectationOverTransformation) and target.draws == 4 and target.defense.steps == 1
     hedge.reseed(0)
     shortened = hedge.with_backward(refine_steps=1)
@@ -155,15 +155,13 @@ def test_eot_and_worst_of_draws_scoring(mlp, batch):
 
 def test_a_column_scored_by_another_forward_keeps_its_deepest_fooling_point(mlp):
     """Leaving a run at the first point that fools the attacked forward is sound only where that forward scores it."""
-    from advpnml.evaluation.engine import _scored_elsewhere
-
     steps = advpnml.config.AttackSpec("A", "apgd", {"early_stop": "steps"}, base=False)
     shortened = advpnml.config.AttackSpec("A", "apgd", {"early_stop": "steps", "refine_steps": 1}, base=False)
     pnml, anti = advpnml.AdversarialPnml(mlp, 0.1), create_defense("anti-adversary", mlp, {})
     hedge = Hedge(mlp, steps=2, step_size=0.2, radius=0.4)
-    assert _scored_elsewhere(pnml, steps) is steps and _scored_elsewhere(anti, steps) is steps
-    assert _scored_elsewhere(hedge, steps).params["early_stop"] is True  # random: scored by its worst draw
-    assert _scored_elsewhere(anti, shortened).params == {"early_stop": True, "refine_steps": 1}
+    assert attack_target(pnml, steps)[1] is steps and attack_target(anti, steps)[1] is steps
+    assert attack_target(hedge, steps)[1].params["early_stop"] is True  # random: scored by its worst draw
+    assert attack_target(anti, shortened)[1].params == {"early_stop": True, "refine_steps": 1}
 
 
 def test_registry_parameters_and_one_line_errors(mlp):

@@ -80,31 +80,28 @@ def _predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -
     return pred
 
 
-def attack_target(defense: nn.Module, spec: AttackSpec) -> nn.Module:
-    """What a column attacks when it goes through ``defense``: the defense differentiated as the column's
+def attack_target(defense: nn.Module, spec: AttackSpec) -> tuple[nn.Module, AttackSpec]:
+    """What a column attacks when it goes through ``defense``, and how: the defense differentiated as the column's
     ``backward``/``clip`` say, through a refinement shortened to ``refine_steps``, and, for a random defense, under
-    Expectation over Transformation (``defense.eot_draws`` draws per gradient)."""
+    Expectation over Transformation (``defense.eot_draws`` draws per gradient); and ``spec`` as it runs on that.
+
+    Where the attacked forward is not the one that scores the result (a shortened refinement, or a random defense
+    scored by its worst draw), leaving a run at the first point that fools the attacked forward
+    (``early_stop = "steps"``) stops short of a point that fools the scorer, so such a column keeps each run's
+    highest-loss fooling point instead (``early_stop = true``)."""
     target: Any = defense  # a registry defense or the user's: its hooks are duck-typed (advpnml.defense.defense_hooks)
     backward, clip, steps = (spec.params.get(k) for k in DEFENSE_BACKWARD)
     if steps:
         target = target.with_backward(backward, clip, refine_steps=min(int(steps), int(target.steps)))
     elif backward or clip:
         target = target.with_backward(backward, clip)
+    random = bool(getattr(defense, "random", False))
     draws = int(getattr(defense, "eot_draws", 1))
-    if getattr(defense, "random", False) and draws > 1:
+    if random and draws > 1:
         target = ExpectationOverTransformation(target, draws)
-    return target
-
-
-def _scored_elsewhere(defense: nn.Module, spec: AttackSpec) -> AttackSpec:
-    """``spec`` as it attacks ``defense``: where the attacked forward is not the one that scores the result (a shortened
-    refinement, or a random defense's EOT mean scored by its worst draw), leaving the run at the first point that fools
-    the attacked forward (``early_stop = "steps"``) stops short of a point that fools the scorer, so such a column
-    keeps each run's highest-loss fooling point instead (``early_stop = true``)."""
-    elsewhere = bool(spec.params.get("refine_steps")) or bool(getattr(defense, "random", False))
-    if elsewhere and spec.params.get("early_stop") == "steps":
-        return replace(spec, params={**spec.params, "early_stop": True})
-    return spec
+    if (steps or random) and spec.params.get("early_stop") == "steps":
+        spec = replace(spec, params={**spec.params, "early_stop": True})
+    return target, spec
 
 
 def evaluate(
@@ -349,8 +346,8 @@ def _evaluate_batch(
                     f"defense/{spec.column}", lambda: predict_on(models["defense"], base_adv, defense_mask)
                 )
             else:
-                target = attack_target(models["defense"], spec)
-                adv = attack_on(f"defense/{spec.column}", _scored_elsewhere(models["defense"], spec), target, defense_mask)
+                target, run = attack_target(models["defense"], spec)
+                adv = attack_on(f"defense/{spec.column}", run, target, defense_mask)
                 pred["defense"][spec.column] = predict_on(models["defense"], adv, defense_mask)
         if cascade:
             for row in alive:
