@@ -192,6 +192,8 @@ def test_the_pnml_settings_digest_is_unchanged_by_the_registry():
         if k not in ("cascade", "bpda", "refine_direction", "defense_name", "defense_params")
     }
     assert settings.digest() == hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    stored = json.loads(json.dumps(old, default=str))  # a header written before the registry, read back as it ran
+    assert EvalSettings.from_stored(stored) == settings and EvalSettings.from_stored(stored).digest() == settings.digest()
     hedge = from_preset("mnist5k").eval_settings("mnist5k", "test", 10, defense="hedge", suite="strong")
     assert "APGD-T shortened" in [s.column for s in hedge.attacks]
     assert hedge.digest() != settings.digest() and hedge.defense_params["radius"] == 0.3
@@ -385,6 +387,13 @@ def test_reproduce_defenses_writes_one_table_a_figure_and_the_logs(monkeypatch, 
     same = [line.split("|")[:-3] for line in table.splitlines()[4:]]  # all but the cost, measured anew
     assert [line.split("|")[:-3] for line in collected.splitlines()[4:]] == same
     assert main([*args, "--collect", "--out", str(tmp_path / "nothing"), "--device", "cpu"]) == 2  # no run there
+    # A finished run of other settings is read as it ran, and the table names what differs from the command.
+    assert main([*args, "--set", "PGD.steps=3", "--collect", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    other = (tmp_path / "out" / "defenses.md").read_text()
+    assert [line.split("|")[:-3] for line in other.splitlines() if line.startswith("| tiny")] == [
+        line.split("|")[:-3] for line in table.splitlines() if line.startswith("| tiny")
+    ]
+    assert "- tiny / Anti-adversary, tiny / TTE: attack 'PGD' params.steps (2 -> 3); " in other
     assert (tmp_path / "out" / "defenses.png").stat().st_size > 0
     assert "anti-adversary" in (tmp_path / "out" / "tiny" / "anti-adversary" / "run.log").read_text()
     settings = json.loads((tmp_path / "out" / "tiny" / "tte" / "results.json").read_text())["settings"]

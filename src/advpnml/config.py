@@ -177,6 +177,13 @@ class EvalSettings:
                 del values[key]
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> EvalSettings:
+        """The settings a records header holds (:func:`dataclasses.asdict` of a run's), options added since at the
+        values that run had: what a finished run measured, read back to report it as it ran."""
+        values = {**_LATER_DEFAULTS, **stored}
+        return cls(**{**values, "attacks": [AttackSpec(**a) for a in values.get("attacks", [])]})
+
     def changes_from(self, stored: Any) -> list[str]:
         """What differs between these settings and ``stored`` (a records header's ``settings``), in words:
         ``eps (0.1 -> 0.2)``, ``the attack columns' order (FGSM, PGD -> PGD, FGSM)``, ``attack 'PGD' params.steps

@@ -186,7 +186,10 @@ def add_commands(sub: argparse._SubParsersAction, g: Groups) -> None:
     p.add_argument("--attacks", default=None, help="comma-separated columns (each defense runs those it can; default: all)")
     p.add_argument("--no-cascade", action="store_true", help="every attack on every sample (far slower)")
     p.add_argument(
-        "--collect", action="store_true", help="attack nothing: the table from the finished runs in OUT (same arguments)"
+        "--collect",
+        action="store_true",
+        help="attack nothing: the table from the finished runs in OUT, each as it ran (a run of other settings "
+        "than these arguments is named under the table)",
     )
     p.add_argument(
         "--step-rule", action="store_true", help="PGD-type columns step 2.5 * eps / steps at each model's eps (Madry et al.)"

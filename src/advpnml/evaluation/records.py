@@ -272,6 +272,20 @@ def record_files(out: Path) -> list[Path]:
     return sorted(p for p in out.glob("records*.jsonl") if p.name == "records.jsonl" or p.name.startswith("records.rank"))
 
 
+def recorded_settings(out: Path) -> EvalSettings | None:
+    """The settings in the header of ``out/records.jsonl`` (None: no file or no readable header)."""
+    path = out / "records.jsonl"
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        header = json.loads(first)
+        return EvalSettings.from_stored(header["settings"]) if header.get("type") == "header" else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def read_all_records(out: Path, settings: EvalSettings, identity: dict[str, str] | None = None) -> dict[int, dict[str, Any]]:
     """Every readable record of ``out``'s records files (checked against ``settings`` and ``identity``)."""
     done: dict[int, dict[str, Any]] = {}

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,13 +160,14 @@ def compare_defenses(
                 "model": name,
                 "defense": defense,
                 "samples": len(result.records),
-                "eps": run.settings.eps,
-                "parameters": run.settings.defense_params or {"lambda": run.settings.refine_eps},
+                "eps": result.settings.eps,
+                "parameters": result.settings.defense_params or {"lambda": result.settings.refine_eps},
                 "seconds": took["seconds"],
                 "ms_per_image": inference_ms(run),
-                "passes": defense_passes(defense, run.settings.defense_params)
+                "passes": defense_passes(defense, result.settings.defense_params)
                 if defense != "pnml"
                 else "1 forward + C input-gradient backwards (VJPs of it) + C forwards",
+                "other_settings": run.settings.changes_from(asdict(result.settings)),
                 **families(result),
             }
         )
@@ -176,18 +177,22 @@ def compare_defenses(
 
 
 def _finished(run: Any, folder: Path) -> EvalResult | None:
-    """The finished run in ``folder`` as its records and results.json hold it, its report rewritten (the defense's
-    name in the title, the pNML paper's numbers beside the pNML only) with the checks it ran; None when it is not
-    finished there."""
+    """The finished run in ``folder`` as its records and results.json hold it, under the settings it ran with (its
+    records' header: a run of other settings than ``run``'s is read as it ran, and the table names what differs), its
+    report rewritten (the defense's name in the title, the pNML paper's numbers beside the pNML only) with the checks
+    it ran; None when it is not finished there."""
     from ..evaluation.masking import Check
-    from ..evaluation.records import read_all_records
+    from ..evaluation.records import read_all_records, recorded_settings
     from ..evaluation.reporting import write_report
 
-    done = read_all_records(folder, run.settings) if (folder / "records.jsonl").exists() else {}
-    if len(done) < len(run.dataset) or not (folder / "results.json").exists():
+    ran = recorded_settings(folder)
+    if ran is None or ran.n != len(run.dataset) or not (folder / "results.json").exists():
+        return None
+    done = read_all_records(folder, ran)
+    if len(done) < len(run.dataset):
         return None
     written = json.loads((folder / "results.json").read_text())
-    result = EvalResult(run.settings, [done[i] for i in range(len(run.dataset))], written.get("timings_s", {}), 0)
+    result = EvalResult(ran, [done[i] for i in range(len(run.dataset))], written.get("timings_s", {}), 0)
     result.checks = [Check(**c) for c in written.get("masking_checks", [])]
     paper = run.preset.paper_numbers(run.settings.dataset, run.settings.eps) if run.settings.defense_name == "pnml" else None
     write_report(result, folder, paper=paper, checks=result.checks)
@@ -261,6 +266,15 @@ def _write(rows: list[dict[str, Any]], out: Path, overrides: list[str], n: int, 
         )
     if missing:
         md += ["", f"Not in the table (not run to the end in {out}): {', '.join(missing)}."]
+    other: dict[str, list[str]] = {}  # the same changes, one line for every row that ran with them
+    for r in rows:
+        if r.get("other_settings"):
+            other.setdefault("; ".join(r["other_settings"]), []).append(
+                f"{r['model']} / {DEFENSE_ROW_NAMES.get(r['defense'], r['defense'])}"
+            )
+    if other:
+        md += ["", "Rows run with other settings than this command's, each as it ran (the run's -> the command's):"]
+        md += [f"- {', '.join(names)}: {changes}" for changes, names in other.items()]
     md += [
         "",
         "claimed-style: the column the defense's paper reported (pNML: PGD on the base model, transferred; Hedge: APGD-T "
