@@ -214,11 +214,8 @@ def scan_records(path: Path, settings: EvalSettings, identity: dict[str, str] | 
     ``identity`` (:mod:`advpnml.evaluation.identity`), is a one-line refusal naming what changed. The same checkpoint by
     another path resumes when the header's content hashes match (the path is a name, the hashes are the model)."""
     lines = path.read_bytes().splitlines(keepends=True)
-    try:
-        header = json.loads(lines[0]) if lines and lines[0].endswith(b"\n") else None
-    except ValueError:
-        header = None
-    if not isinstance(header, dict) or header.get("type") != "header":
+    header = _header(lines[0]) if lines else None
+    if header is None:
         return RecordsScan(None, {}, [], lines, False)  # empty or headerless: a fresh start, the bytes set aside
     if header.get("digest") != settings.digest():
         changes = settings.changes_from(header.get("settings"))
@@ -250,6 +247,15 @@ def scan_records(path: Path, settings: EvalSettings, identity: dict[str, str] | 
     return RecordsScan(lines[0], done, good, corrupt, cut)
 
 
+def _header(line: bytes) -> dict[str, Any] | None:
+    """``line``, a records file's first, as its header (None: cut short, unreadable or not a header)."""
+    try:
+        header = json.loads(line) if line.endswith(b"\n") else None
+    except ValueError:
+        return None
+    return header if isinstance(header, dict) and header.get("type") == "header" else None
+
+
 def _is_record(record: Any) -> bool:
     """A whole per-sample record: an index and a label (whole numbers), and a prediction per row and column."""
 
@@ -278,11 +284,10 @@ def recorded_settings(out: Path) -> EvalSettings | None:
     if not path.exists():
         return None
     with open(path, "rb") as f:
-        first = f.readline()
+        header = _header(f.readline())
     try:
-        header = json.loads(first)
-        return EvalSettings.from_stored(header["settings"]) if header.get("type") == "header" else None
-    except (ValueError, KeyError, TypeError, AttributeError):
+        return None if header is None else EvalSettings.from_stored(header["settings"])
+    except (ValueError, KeyError, TypeError):
         return None
 
 
