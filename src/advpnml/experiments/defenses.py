@@ -179,8 +179,8 @@ def compare_defenses(
 def _finished(run: Any, folder: Path) -> EvalResult | None:
     """The finished run in ``folder`` as its records and results.json hold it, under the settings it ran with (its
     records' header: a run of other settings than ``run``'s is read as it ran, and the table names what differs), its
-    report rewritten (the defense's name in the title, the pNML paper's numbers beside the pNML only) with the checks
-    it ran; None when it is not finished there."""
+    report rewritten (the defense's name in the title, the pNML paper's numbers beside the pNML only, at the run's own
+    dataset and eps) with the checks it ran; None when it is not finished there."""
     from ..evaluation.masking import Check
     from ..evaluation.records import read_all_records, recorded_settings
     from ..evaluation.reporting import write_report
@@ -194,7 +194,7 @@ def _finished(run: Any, folder: Path) -> EvalResult | None:
     written = json.loads((folder / "results.json").read_text())
     result = EvalResult(ran, [done[i] for i in range(len(run.dataset))], written.get("timings_s", {}), 0)
     result.checks = [Check(**c) for c in written.get("masking_checks", [])]
-    paper = run.preset.paper_numbers(run.settings.dataset, run.settings.eps) if run.settings.defense_name == "pnml" else None
+    paper = run.preset.paper_numbers(ran.dataset, ran.eps) if ran.defense_name == "pnml" else None
     write_report(result, folder, paper=paper, checks=result.checks)
     return result
 
