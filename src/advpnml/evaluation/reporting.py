@@ -345,7 +345,9 @@ def write_report(
         "samples": n,
         "accuracy": table,
         "timings_s": result.timings,
-        "worst_attack_counts": {row: {k or "robust": names.count(k) for k in set(names)} for row, names in worst.items()},
+        "worst_attack_counts": {
+            row: {k or "robust": names.count(k) for k in dict.fromkeys(names)} for row, names in worst.items()
+        },
         "summary": robustness_summary(result),
         "inference_cost": inference_cost(result),
         "reference_comparison": result.reference_comparison(),
