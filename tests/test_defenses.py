@@ -250,7 +250,7 @@ COLUMNS = "PGD,Adaptive-margin,Square"
 SETS = {"PGD.steps": 10, "Adaptive-margin.steps": 10, "Square.max_queries": 200}
 
 
-def test_a_masked_defense_is_broken_by_transfer_and_black_box_and_flagged(standard_model, mnist5k_test, tmp_path):
+def test_a_masked_defense_is_broken_by_transfer_and_black_box_and_flagged(standard_model, mnist5k_test, tmp_path, capsys):
     (tmp_path / "mydefense.py").write_text(DEFENSE_FILE)
     x, y = mnist5k_test.x[:16], mnist5k_test.y[:16]
     namespace: dict = {}
@@ -293,6 +293,7 @@ def test_a_masked_defense_is_broken_by_transfer_and_black_box_and_flagged(standa
     assert code == 0
     written = json.loads((out / "results.json").read_text())
     assert written["settings"]["defense_name"] == "own: smoothed (mydefense.py)"
+    assert "eps=0.3, own: smoothed (mydefense.py) ->" in capsys.readouterr().out, "the log names the defense, not a lambda"
     assert set(written["summary"]) == {"base", "defense"}
 
 

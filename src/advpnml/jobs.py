@@ -40,7 +40,7 @@ from .evaluation.engine import build_attack, evaluate
 from .evaluation.lock import hold
 from .evaluation.protocols import write_comparison
 from .evaluation.records import EvalResult
-from .evaluation.reporting import markdown_table, summary_table, write_report
+from .evaluation.reporting import defense_title, markdown_table, summary_table, write_report
 from .models import (
     CheckpointError,
     Normalized,
@@ -270,7 +270,7 @@ def evaluate_and_report(
     out = Path(out) if out is not None else None
     runtime.log(
         f"evaluating {settings.model} on {settings.dataset} {settings.split} ({len(dataset)} samples{runtime.processes}), "
-        f"eps={settings.eps:g}, lambda={settings.refine_eps}{', cascade' if settings.cascade else ''}"
+        f"eps={settings.eps:g}, {defense_title(settings)}{', cascade' if settings.cascade else ''}"
         + (f" -> {out}" if out is not None else "")
     )
     for spec in settings.attacks:
