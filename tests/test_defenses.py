@@ -208,6 +208,38 @@ def test_the_pnml_settings_digest_is_unchanged_by_the_registry():
         EvalSettings("mnist5k", "test", 1, 0.1, 0.1, [], defense_name="nope")
 
 
+def test_the_documented_croce_hedge_command_runs_their_budgets():
+    """docs/defenses.md's command for Croce et al.'s Hedge anchor gives their setting (wu_2021/run_eval.sh): targeted
+    DLR APGD, 50 steps x 5 targets, on the base model and through the 5-step refinement; Hedge 20 steps of 4/255 in
+    the 8/255 ball, EOT 3, scored as the worst of 5 draws."""
+    import shlex
+    from pathlib import Path
+
+    text = Path(__file__).resolve().parents[1].joinpath("docs", "defenses.md").read_text()
+    block = text[text.index("    advpnml evaluate --source carmon2019") :].split("\n\n")[0]
+    args = shlex.split(block.replace("\\\n", " "))
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    columns = args[args.index("--attacks") + 1].split(",")
+    settings = from_preset(args[args.index("--config") + 1], sets).eval_settings(
+        "cifar10",
+        "test",
+        int(args[args.index("--samples") + 1]),
+        eps=float(args[args.index("--eps") + 1]),
+        defense=args[args.index("--defense") + 1],
+        only=columns,
+        suite="strong",
+    )
+    assert settings.n == 200 and abs(settings.eps - 8 / 255) < 1e-6
+    transfer, through = settings.attacks
+    assert (transfer.attack, transfer.base, transfer.defense) == ("apgd-t", True, "transfer")
+    assert (through.attack, through.base, through.defense) == ("apgd-t", False, "direct")
+    assert all(s.params["steps"] == 50 and s.params["n_targets"] == 5 for s in (transfer, through))
+    assert through.params["refine_steps"] == 5
+    hedge = settings.defense_params
+    assert hedge["steps"] == 20 and abs(hedge["step_size"] - 4 / 255) < 1e-9 and abs(hedge["radius"] - 8 / 255) < 1e-9
+    assert hedge["eot_draws"] == 3 and hedge["score_runs"] == 5 and hedge.get("random_start", True)
+
+
 DEFENSE_FILE = textwrap.dedent('''
     import torch
     import torch.nn as nn
