@@ -31,9 +31,7 @@ from advpnml.runtime import Runtime
 
 def _published(path: Path) -> EvalResult:
     header = json.loads((path / "records.jsonl").read_text().splitlines()[0])
-    stored = dict(header["settings"])
-    stored["attacks"] = [AttackSpec(**a) for a in stored["attacks"]]
-    settings = EvalSettings(**stored)
+    settings = EvalSettings.from_stored(header["settings"])  # options added since at the values that run had
     scan = scan_records(path / "records.jsonl", settings, header.get("identity"))
     return EvalResult(settings, [scan.done[i] for i in sorted(scan.done)], {})
 
